@@ -1,0 +1,41 @@
+"""DVC stage `train`: Ray Train (DDP over `cluster.num_workers` workers), one MLflow run.
+
+In:  outputs/<experiment>/features/{train,val}/, config sections `model`, `train`, `cluster`.
+Out: outputs/<experiment>/model/model.pt (best epoch's weights), history.csv, run.json
+"""
+
+import logging
+
+import torch
+
+from lamina.atomic import atomic_path, atomic_write_text
+from lamina.config import load_resolved_config
+from lamina.entrypoint import run_stage
+from lamina.paths import ExperimentPaths
+from lamina.training.driver import run_training
+
+logger = logging.getLogger("lamina.train")
+
+
+def train(experiment: str) -> None:
+    paths = ExperimentPaths(experiment)
+    config = load_resolved_config(paths.config)
+    outcome = run_training(config, paths)
+
+    with atomic_path(paths.model_dir) as staging:
+        staging.mkdir()
+        torch.save(outcome.best_weights, staging / "model.pt")
+    atomic_write_text(paths.history, outcome.history.to_csv(index=False))
+    with atomic_path(paths.run_info) as staging:
+        outcome.run.save(staging)
+    logger.info(
+        "best %s %.4f at epoch %d; MLflow run %s",
+        outcome.run.monitor,
+        outcome.run.best_value,
+        outcome.run.best_epoch,
+        outcome.run.run_id,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(train)

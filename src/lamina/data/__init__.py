@@ -1,0 +1,1 @@
+"""Raw data: building it from shipped packages, validating it, splitting it."""

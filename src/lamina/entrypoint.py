@@ -1,0 +1,46 @@
+"""How every Lamina entry point (DVC stage scripts, the `lamina` CLI) reports failure.
+
+A `LaminaError` is a user's problem: one line on stderr, exit code 2, no traceback.
+Ctrl-C exits 130 without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from lamina.errors import LaminaError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def configure_logging() -> None:
+    level = os.environ.get("LAMINA_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def exit_on_user_error(main: Callable[[], None], program: str) -> None:
+    try:
+        main()
+    except LaminaError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print(
+            f"{program}: interrupted; outputs of the unfinished stage were not kept",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def run_stage(stage: Callable[[str], None]) -> None:
+    """`python pipelines/<stage>.py <experiment>`: run one stage for one experiment."""
+    program = f"lamina {stage.__module__.rsplit('.', 1)[-1]}"
+    if len(sys.argv) != 2:
+        print(f"usage: python {sys.argv[0]} EXPERIMENT", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    configure_logging()
+    exit_on_user_error(lambda: stage(sys.argv[1]), program)

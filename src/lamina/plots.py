@@ -1,0 +1,61 @@
+"""PNG plots a person would rather look at than read: confusion matrix, training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def plot_confusion_matrix(predictions: pd.DataFrame, class_names: list[str], path: Path) -> None:
+    index = {name: i for i, name in enumerate(class_names)}
+    counts = np.zeros((len(class_names), len(class_names)), dtype=int)
+    for actual, predicted in zip(predictions["actual"], predictions["predicted"], strict=True):
+        counts[index[actual], index[predicted]] += 1
+    size = 1.0 + 0.55 * len(class_names)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(counts, cmap="Blues")
+    axes.set_xticks(range(len(class_names)), class_names)
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("actual")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    axes.set_title(f"Confusion matrix (test, accuracy {accuracy:.4f})")
+    threshold = counts.max() / 2
+    for row in range(len(class_names)):
+        for col in range(len(class_names)):
+            if counts[row, col]:
+                colour = "white" if counts[row, col] > threshold else "black"
+                axes.text(col, row, counts[row, col], ha="center", va="center", color=colour)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_training_curves(history: pd.DataFrame, path: Path) -> None:
+    """Loss (train and val) and every other validation metric against the epoch."""
+    other = [c for c in history.columns if c.startswith("val/") and c != "val/loss"]
+    figure, panels = plt.subplots(1, 1 + len(other), figsize=(5 * (1 + len(other)), 3.8))
+    panels = np.atleast_1d(panels)
+    epochs = history["epoch"] + 1
+    for column in ("train/loss", "val/loss"):
+        if column in history:
+            panels[0].plot(epochs, history[column], marker="o", label=column)
+    panels[0].set_title("loss")
+    panels[0].legend()
+    for axes, column in zip(panels[1:], other, strict=True):
+        axes.plot(epochs, history[column], marker="o", color="tab:green")
+        axes.set_title(column)
+    for axes in panels:
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,51 @@
+"""Start a local Ray, or connect to a cluster, in the one way every stage does it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from lamina.config import ClusterConfig
+from lamina.errors import LaminaError
+
+logger = logging.getLogger(__name__)
+
+
+def ray_address(cluster: ClusterConfig) -> str | None:
+    """`RAY_ADDRESS` wins over the config, so one preset runs locally and on a cluster."""
+    return os.environ.get("RAY_ADDRESS") or cluster.address
+
+
+def init_ray(cluster: ClusterConfig) -> None:
+    import ray
+    import ray.data
+
+    if ray.is_initialized():
+        return
+    address = ray_address(cluster)
+    quiet = {
+        "logging_level": logging.WARNING,
+        "log_to_driver": True,
+        # Ray Data's progress bars, redrawn by every task and worker, flood a non-terminal log.
+        "runtime_env": {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
+    }
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise LaminaError(
+                f"cannot connect to the Ray cluster at {address} ({exc}); check that it is up "
+                "(`ray status --address ...`) or unset RAY_ADDRESS to run locally"
+            ) from None
+    else:
+        ray.init(
+            num_cpus=cluster.local_num_cpus or max(2, os.cpu_count() or 1),
+            object_store_memory=cluster.local_object_store_mb * 1024**2,
+            include_dashboard=False,
+            **quiet,
+        )
+    data_context = ray.data.DataContext.get_current()
+    data_context.enable_progress_bars = sys.stderr.isatty()
+    # Stage output must be reproducible: keep rows in the order they were read.
+    data_context.execution_options.preserve_order = True

@@ -1,0 +1,130 @@
+"""MLflow tracking: where runs go, how a training run is opened, and what it is tagged with.
+
+Default store: `sqlite:///<repo>/mlflow.db` with artifacts in `<repo>/mlartifacts` (absolute
+paths, so Ray workers and Tune trials, which run in other directories, log to the same place).
+`MLFLOW_TRACKING_URI` points everything at a tracking server instead, with no code change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from lamina.errors import TrackingError
+
+DEFAULT_DB_FILE = "mlflow.db"
+DEFAULT_ARTIFACTS_DIR = "mlartifacts"
+
+
+def tracking_uri(root: Path) -> str:
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / DEFAULT_DB_FILE).resolve()}"
+    )
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with any password replaced by `***`, safe to print or log."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the URI, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"MLflow tracking server {mask_uri(uri)} is not reachable ({problem}); start it or "
+        "point MLFLOW_TRACKING_URI at a running server (unset it to use the local SQLite store)"
+    )
+
+
+def get_or_create_experiment(client, name: str, root: Path) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if client.tracking_uri.startswith("sqlite:"):
+        artifact_location = (root / DEFAULT_ARTIFACTS_DIR / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def git_commit(root: Path) -> str:
+    """HEAD's hash, with `-dirty` when tracked files differ from it; `unknown` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def dvc_data_hash(root: Path) -> str:
+    """The hash `data.dvc` records for `data/`: which raw data a run was trained on."""
+    try:
+        outs = yaml.safe_load((root / "data.dvc").read_text())["outs"]
+        return str(outs[0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the train stage leaves for evaluate and register: the run that holds it all."""
+
+    run_id: str
+    experiment_id: str
+    best_epoch: int
+    best_value: float
+    monitor: str
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> RunInfo:
+        if not path.is_file():
+            raise TrackingError(f"{path}: no training run recorded; run the `train` stage first")
+        return cls(**json.loads(path.read_text()))
+
+
+def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:
+    """Test metrics and evaluation files onto the training run (files under `evaluation/`)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(Path.cwd()))
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    for path in artifacts:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), "evaluation/" + path.name)
+        else:
+            client.log_artifact(run_id, str(path), "evaluation")

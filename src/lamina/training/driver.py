@@ -1,0 +1,162 @@
+"""The driver: open the MLflow run, build the `TorchTrainer`, fit, keep the best checkpoint.
+
+Tune (when an experiment searches) calls this same driver per trial, as Ray's Train V2 docs
+prescribe, instead of wrapping a trainer in `Tuner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lamina.config import ExperimentConfig, dump_config, flatten_config
+from lamina.errors import DataError
+from lamina.paths import ExperimentPaths
+from lamina.ray_runtime import init_ray
+from lamina.tracking import (
+    RunInfo,
+    check_tracking_server,
+    dvc_data_hash,
+    get_or_create_experiment,
+    git_commit,
+    tracking_uri,
+)
+from lamina.training.loop import CHECKPOINT_FILE, train_fn_per_worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    run: RunInfo
+    history: pd.DataFrame
+    best_weights: dict  # the model's state_dict at the best epoch
+
+
+def open_training_run(config: ExperimentConfig, root: Path) -> tuple[str, str]:
+    """Create the MLflow run (experiment = preset name) with params and lineage tags."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(root)
+    check_tracking_server(uri)
+    client = MlflowClient(uri)
+    experiment_id = get_or_create_experiment(client, config.name, root)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{config.name}-train",
+        tags={
+            "lamina.experiment": config.name,
+            "lamina.stage": "train",
+            "mlflow.source.git.commit": git_commit(root),
+            "lamina.dvc_data_hash": dvc_data_hash(root),
+        },
+    )
+    params = [Param(key, value) for key, value in flatten_config(config).items()]
+    for start in range(0, len(params), 100):  # log_batch takes at most 100 params a call
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    return run.info.run_id, experiment_id
+
+
+def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config: dict):
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    datasets = {}
+    for split in ("train", "val"):
+        folder = paths.features / split
+        if not folder.is_dir():
+            raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
+        datasets[split] = ray.data.read_parquet(str(folder.resolve()))
+    # Every worker reads all of `val` every epoch: hold it in the object store once instead of
+    # re-reading Parquet each time. `train` streams, sharded, as Ray Data is meant to.
+    datasets["val"] = datasets["val"].materialize()
+
+    cluster, stopping = config.cluster, config.train.early_stopping
+    resources = {"CPU": cluster.cpus_per_worker}
+    if cluster.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cluster.num_workers,
+            use_gpu=cluster.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            # A fresh name per fit: reusing one silently resumes that run's old checkpoints.
+            name=f"{config.name}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(paths.ray_storage),
+            # Ray keeps the `num_to_keep` best by the monitored metric plus always the latest,
+            # which is what a restart after a worker failure resumes from.
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=stopping.monitor,
+                checkpoint_score_order=stopping.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cluster.max_failures),
+        ),
+        datasets=datasets,
+        # Shard the training split across workers; every worker validates on all of `val`.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def run_training(config: ExperimentConfig, paths: ExperimentPaths) -> TrainingOutcome:
+    from mlflow.tracking import MlflowClient
+
+    root = paths.root.resolve()
+    uri = tracking_uri(root)
+    run_id, experiment_id = open_training_run(config, root)
+    client = MlflowClient(uri)
+    logger.info("MLflow run %s in experiment %s", run_id, config.name)
+    try:
+        init_ray(config.cluster)
+        trainer = build_trainer(
+            config,
+            paths,
+            {
+                "experiment": config.model_dump(mode="json"),
+                "mlflow_run_id": run_id,
+                "tracking_uri": uri,
+            },
+        )
+        result = trainer.fit()
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+
+    stopping = config.train.early_stopping
+    best = result.get_best_checkpoint(metric=stopping.monitor, mode=stopping.mode)
+    history = result.metrics_dataframe
+    scores = history[stopping.monitor]
+    best_row = history.loc[scores.idxmax() if stopping.mode == "max" else scores.idxmin()]
+    run = RunInfo(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        best_epoch=int(best_row["epoch"]),
+        best_value=float(best_row[stopping.monitor]),
+        monitor=stopping.monitor,
+    )
+    client.log_text(run_id, dump_config(config), "config.yaml")
+    client.set_tag(run_id, "lamina.best_epoch", str(run.best_epoch))
+    client.set_terminated(run_id, status="FINISHED")
+    with best.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
+    # The best weights now travel with the stage's outputs and the MLflow run; Ray's run folder
+    # (best and latest checkpoints) is only needed while the fit is in progress.
+    result.filesystem.delete_dir(result.path)
+    return TrainingOutcome(run, history_table(history), state["model"])
+
+
+def history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch columns worth keeping (Ray adds bookkeeping columns of its own)."""
+    keep = ["epoch"] + [c for c in history.columns if "/" in c or c in ("lr", "epoch_seconds")]
+    return history[keep].sort_values("epoch").reset_index(drop=True)

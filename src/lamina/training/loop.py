@@ -1,0 +1,200 @@
+"""The per-worker training loop that Ray Train runs on every worker (Train V2 pattern).
+
+A recipe: restore or build -> for each epoch: train on this worker's shard, validate on the
+whole validation split, report metrics and a checkpoint (rank 0 writes, every rank reports),
+stop early when validation stops improving. Rank 0 also logs each epoch to the MLflow run the
+driver opened, so the run fills in while training goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from lamina.config import ExperimentConfig
+from lamina.models import build_model
+from lamina.training.augment import random_affine
+from lamina.training.early_stopping import EarlyStopping
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+logger = logging.getLogger("lamina.train")
+
+
+def _make_optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
+    train = config.train
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=train.lr, momentum=0.9, weight_decay=train.weight_decay
+        )
+    optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, config: ExperimentConfig):
+    if config.train.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.train.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _mean_across_workers(total: float, count: int, device: torch.device) -> float:
+    pair = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(pair)
+    return (pair[0] / pair[1]).item()
+
+
+def _train_one_epoch(model, optimizer, shard, config, device, generator) -> float:
+    model.train()
+    augment = config.train.augment
+    total_loss, seen = 0.0, 0
+    for batch in shard.iter_torch_batches(
+        batch_size=config.train.batch_size,
+        local_shuffle_buffer_size=4 * config.train.batch_size,
+        local_shuffle_seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
+        device=device,
+    ):
+        images = random_affine(
+            batch["image"], augment.max_shift_px, augment.max_rotation_deg, generator
+        )
+        loss = F.cross_entropy(model(images), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(images)
+        seen += len(images)
+    return _mean_across_workers(total_loss, seen, device)
+
+
+@torch.no_grad()
+def _validate(model, dataset, config, device) -> dict[str, float]:
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for batch in dataset.iter_torch_batches(batch_size=4 * config.train.batch_size, device=device):
+        logits = model(batch["image"])
+        total_loss += F.cross_entropy(logits, batch["label"], reduction="sum").item()
+        correct += (logits.argmax(dim=1) == batch["label"]).sum().item()
+        seen += len(batch["label"])
+    return {"val/loss": total_loss / seen, "val/accuracy": correct / seen}
+
+
+def _log_epoch_to_mlflow(loop_config: dict[str, Any], metrics: dict[str, float], epoch: int):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    timestamp = int(time.time() * 1000)
+    MlflowClient(loop_config["tracking_uri"]).log_batch(
+        loop_config["mlflow_run_id"],
+        metrics=[Metric(key, value, timestamp, epoch) for key, value in metrics.items()],
+    )
+
+
+def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    _quiet_ray_train_reports()
+    config = ExperimentConfig.model_validate(loop_config["experiment"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+
+    # Same initial weights on every rank; augmentation noise differs per rank.
+    torch.manual_seed(config.train.seed)
+    generator = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
+    model = ray.train.torch.prepare_model(build_model(config))
+    optimizer = _make_optimizer(model, config)
+    scheduler = _make_scheduler(optimizer, config)
+    stopping = EarlyStopping(config.train.early_stopping.mode, config.train.early_stopping.patience)
+    start_epoch = 0
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # a restart after a failure: continue where the run left off
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopping.load_state_dict(state["early_stopping"])
+        generator.set_state(state["generators"][rank])
+        start_epoch = state["epoch"] + 1
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_dataset = ray.train.get_dataset_shard("val")
+    monitor = config.train.early_stopping.monitor
+    for epoch in range(start_epoch, config.train.epochs):
+        started = time.perf_counter()
+        train_loss = _train_one_epoch(model, optimizer, train_shard, config, device, generator)
+        metrics = {"train/loss": train_loss, **_validate(model, val_dataset, config, device)}
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        # Every rank saw the same validation data with the same weights, so every rank takes
+        # the same early-stopping decision and none is left waiting in a collective.
+        stopping.update(epoch, metrics[monitor])
+        metrics["epoch_seconds"] = time.perf_counter() - started
+
+        with tempfile.TemporaryDirectory() as folder:
+            report_checkpoint = None
+            generators = _gather_generator_states(generator)
+            if rank == 0:
+                torch.save(
+                    {
+                        "epoch": epoch,
+                        "model": _unwrap(model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "early_stopping": stopping.state_dict(),
+                        "generators": generators,
+                        "mlflow_run_id": loop_config["mlflow_run_id"],
+                    },
+                    Path(folder) / CHECKPOINT_FILE,
+                )
+                report_checkpoint = ray.train.Checkpoint.from_directory(folder)
+                _log_epoch_to_mlflow(loop_config, metrics, epoch)
+                logger.info(_progress_line(epoch, config.train.epochs, metrics))
+            ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)
+        if stopping.should_stop:
+            if rank == 0:
+                logger.info(
+                    f"early stop: {monitor} has not improved for {stopping.patience} epochs "
+                    f"(best {stopping.best_value:.4f} at epoch {stopping.best_epoch})"
+                )
+            break
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report at INFO; our per-epoch line says the same thing once.
+
+    Ray 2.60 names that logger after its file path, so `LoggingConfig(log_level=...)`, which
+    filters `ray.train.*` names only, does not reach it.
+    """
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def _gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
+    state = generator.get_state()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [state]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def _progress_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    shown = "  ".join(
+        f"{key} {value:.4f}" for key, value in metrics.items() if key != "epoch_seconds"
+    )
+    return f"epoch {epoch + 1}/{epochs}  {shown}  ({metrics['epoch_seconds']:.1f} s)"

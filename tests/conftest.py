@@ -1,0 +1,81 @@
+"""Shared fixtures: the real config shrunk to tiny settings, real MNIST digits, a local Ray.
+
+Tests run the real code paths (Ray Data, Ray Train, MLflow, DVC) on small data instead of
+mocking them, as lightning-hydra-template's conftest does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lamina.config import ExperimentConfig, compose_experiment
+from lamina.data.image_arrays import read_image_arrays
+from lamina.data.raw_sources import build_mnist_5k
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+def shrink(config: ExperimentConfig, data_path: Path, **train: object) -> ExperimentConfig:
+    """The preset as it is, on few samples, for one or two quick epochs."""
+    tiny = {
+        "data": config.data.model_copy(update={"path": str(data_path), "max_samples": 400}),
+        "train": config.train.model_copy(update={"epochs": 1, **train}),
+    }
+    return config.model_copy(update=tiny)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """Real MNIST digits built from the package, independent of the repo's data/ state."""
+    folder = tmp_path_factory.mktemp("raw") / "mnist"
+    build_mnist_5k(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cnn_config() -> ExperimentConfig:
+    return compose_experiment("cnn-mnist", CONF_DIR)
+
+
+@pytest.fixture(scope="session")
+def mnist_arrays(cnn_config, mnist_dir) -> tuple[np.ndarray, np.ndarray]:
+    data = cnn_config.data.model_copy(update={"path": str(mnist_dir)})
+    return read_image_arrays(data)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One small local Ray for the tests that need it (2 CPUs, a small object store)."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """The environment for subprocesses: this interpreter's bin first, like the Makefile."""
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.pop("RAY_ADDRESS", None)
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=venv_env(**extra_env), capture_output=True, text=True)

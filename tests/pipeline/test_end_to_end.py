@@ -1,0 +1,198 @@
+"""The whole pipeline on a fresh clone: real DVC, real Ray (Data + Train), real MLflow (SQLite).
+
+A copy of the repository (what git would clone) in a temp dir, the preset shrunk to a
+thousand digits and two epochs, the raw data rebuilt from its package with no DVC remote to pull
+from, then `dvc repro` twice and once more after a training knob changes.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, run
+
+pytestmark = pytest.mark.slow
+
+
+def _clone_worktree(destination: Path) -> None:
+    """Tracked and untracked-but-not-ignored files: what a commit of this tree would hold."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for relative in filter(None, listed):
+        source = REPO_ROOT / relative
+        if source.is_file():
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=ci@lamina", "-c", "user.name=ci", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _shrink_preset(repo: Path, **train: object) -> None:
+    path = repo / "conf" / "experiment" / "cnn-mnist.yaml"
+    preset = yaml.safe_load(path.read_text())
+    preset.setdefault("data", {})["max_samples"] = 1000
+    preset["train"] = {**preset.get("train", {}), "epochs": 2, **train}
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("clone") / "lamina"
+    _clone_worktree(repo)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "clone")
+    # An empty remote of its own: nothing to pull, so the data must be rebuilt.
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    assert (
+        run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], repo).returncode
+        == 0
+    )
+    _shrink_preset(repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def tracking(clone) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{clone.parent / 'mlflow.db'}"}
+
+
+@pytest.fixture(scope="module")
+def first_repro(clone, tracking):
+    recorded = (clone / "data.dvc").read_text()
+    ensured = run(["lamina", "data", "ensure"], clone)
+    assert ensured.returncode == 0, ensured.stderr
+    assert "rebuilt" in ensured.stdout
+    assert (clone / "data.dvc").read_text() == recorded
+    status = run(["dvc", "status", "--json", "data.dvc"], clone)
+    assert json.loads(status.stdout) == {}
+
+    result = run(["dvc", "repro"], clone, **tracking)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _client(tracking):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking["MLFLOW_TRACKING_URI"])
+
+
+def test_every_stage_ran_and_wrote_its_outputs(clone, first_repro):
+    for stage in ("configure", "prepare", "preprocess", "train", "evaluate", "register"):
+        assert f"Running stage '{stage}@cnn-mnist'" in first_repro.stdout
+    out = clone / "outputs" / "cnn-mnist"
+    for name in (
+        "config.yaml",
+        "splits/train.parquet",
+        "features/test",
+        "preprocessor.json",
+        "model/model.pt",
+        "history.csv",
+        "predictions.csv",
+        "plots/confusion_matrix.png",
+        "plots/training_curves.png",
+    ):
+        assert (out / name).exists(), name
+
+
+def test_metrics_file_has_the_fixed_keys(clone, first_repro):
+    metrics = json.loads((clone / "outputs" / "cnn-mnist" / "metrics.json").read_text())
+    assert {"test/accuracy", "test/loss"} <= set(metrics)
+    assert len([key for key in metrics if key.startswith("test/class_accuracy/")]) == 10
+    # Two epochs on 800 digits already learn something: far above chance (0.1).
+    assert metrics["test/accuracy"] > 0.3
+    shown = run(["dvc", "metrics", "show", "--json"], clone)
+    assert "test/accuracy" in shown.stdout
+
+
+def test_mlflow_holds_the_run_and_the_champion(clone, first_repro, tracking):
+    client = _client(tracking)
+    run_info = json.loads((clone / "outputs" / "cnn-mnist" / "run.json").read_text())
+    mlflow_run = client.get_run(run_info["run_id"])
+    assert mlflow_run.data.params["train.epochs"] == "2"
+    assert (
+        mlflow_run.data.tags["lamina.dvc_data_hash"]
+        == yaml.safe_load((clone / "data.dvc").read_text())["outs"][0]["md5"]
+    )
+    assert len(mlflow_run.data.tags["mlflow.source.git.commit"]) >= 40
+    history = client.get_metric_history(run_info["run_id"], "val/loss")
+    assert [point.step for point in history] == [0, 1]
+    assert "test/accuracy" in mlflow_run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run_info["run_id"], "evaluation")}
+    assert "evaluation/plots" in artifacts
+
+    champion = client.get_model_version_by_alias("cnn-mnist", "champion")
+    assert int(champion.version) == 1
+    assert champion.run_id == run_info["run_id"]
+    assert champion.tags["lamina.dvc_data_hash"] == mlflow_run.data.tags["lamina.dvc_data_hash"]
+
+
+def test_registered_model_predicts_raw_pixels_in_a_fresh_process(clone, first_repro, tracking):
+    script = (
+        "import mlflow, numpy as np, pyarrow.parquet as pq\n"
+        "model = mlflow.pyfunc.load_model('models:/cnn-mnist@champion')\n"
+        "table = pq.read_table('outputs/cnn-mnist/splits/test.parquet')\n"
+        "pixels = table.column('image').combine_chunks().flatten().to_numpy()\n"
+        "probabilities = model.predict(pixels.reshape(-1, 28, 28).astype(np.float32))\n"
+        "accuracy = (probabilities.argmax(1) == table.column('label').to_numpy()).mean()\n"
+        "print(probabilities.shape[0], round(float(probabilities.sum(1).mean()), 4), accuracy)\n"
+    )
+    result = run([sys.executable, "-c", script], clone, **tracking)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows, total_probability, accuracy = result.stdout.split()
+    assert int(rows) == 100 and float(total_probability) == pytest.approx(1.0)
+    metrics = json.loads((clone / "outputs" / "cnn-mnist" / "metrics.json").read_text())
+    assert float(accuracy) == pytest.approx(metrics["test/accuracy"], abs=1e-6)
+
+
+def test_second_repro_runs_nothing(clone, first_repro, tracking):
+    again = run(["dvc", "repro"], clone, **tracking)
+    assert again.returncode == 0
+    assert "Running stage" not in again.stdout
+
+
+def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, first_repro, tracking):
+    _shrink_preset(clone, seed=1)
+    result = run(["dvc", "repro"], clone, **tracking)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for skipped in ("prepare", "preprocess"):
+        assert f"Running stage '{skipped}@cnn-mnist'" not in result.stdout
+    for rerun in ("configure", "train", "evaluate", "register"):
+        assert f"Running stage '{rerun}@cnn-mnist'" in result.stdout
+
+    registration = json.loads((clone / "outputs" / "cnn-mnist" / "registration.json").read_text())
+    assert registration["version"] == 2
+    beat = registration["value"] > registration["champion_value_before"]
+    assert registration["alias"] == ("champion" if beat else "challenger")
+    client = _client(tracking)
+    assert int(client.get_model_version_by_alias("cnn-mnist", registration["alias"]).version) == 2
+    champion = client.get_model_version_by_alias("cnn-mnist", "champion")
+    assert int(champion.version) == (2 if beat else 1)
+
+
+def test_push_then_pull_into_an_empty_workspace(clone, first_repro):
+    assert run(["dvc", "push", "data.dvc"], clone).returncode == 0
+    shutil.rmtree(clone / "data")
+    shutil.rmtree(clone / ".dvc" / "cache")
+    pulled = run(["dvc", "pull", "data.dvc"], clone)
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(run(["dvc", "status", "--json", "data.dvc"], clone).stdout) == {}
