@@ -12,23 +12,29 @@ What runs, in this order, in one process (nothing else should be busy on the mac
    for Ray Data, or training hangs: see DESIGN.md), fed through
    `get_dataset_shard("train").iter_torch_batches(...)` with the local shuffle buffer that
    `lamina.training.loop` uses. The worker times each epoch and sends it with `ray.train.report`.
+5. Ray Train again, the worker training on the in-memory tensors exactly as the plain loop does
+   (no Ray Data): splits the overhead into Ray Train's own and Ray Data's feeding.
+6. Plain PyTorch again after `ray.shutdown()`: two plain runs bracket the Ray runs, so a machine
+   that drifts (thermal, other load) shows up as a gap between them instead of as overhead.
 
 How to read the results:
 
 - Epoch time is the median over the epochs after the first (the first pays warm-up: thread
-  pools, allocator, Ray Data's first pull). `ratio ray/plain` is the steady-state cost per epoch
-  of training under Ray Train: 1.00 means no overhead; Ray's own release test allows 1.15.
-  This is the number that grows with the length of training.
+  pools, allocator, Ray Data's first pull); for plain, over both runs. `ratio ray/plain` is the
+  steady-state cost per epoch of training under Ray Train: 1.00 means no overhead; Ray's own
+  release test allows 1.15. This is the number that grows with the length of training. Run to
+  run noise on a shared 2-core machine is several percent: compare the two plain runs.
 - `ray fixed start-up` is `trainer.fit()` wall time minus the sum of its epoch times: starting
   the controller and worker group, setting up the process group, `report` round trips, tearing
   down. It is paid once per `fit`, so it matters for short runs, tests and Tune trials, not for
   long training. `ray.init` and building the dataset are timed separately.
 - The iteration ratio (Ray Data `iter_torch_batches` / slicing an in-memory tensor) is large
-  because slicing returns views and costs almost nothing; what matters is the absolute seconds
+  because slicing returns views and costs almost nothing; what matters is the absolute time
   next to the epoch time, i.e. the share of an epoch spent feeding data.
 
-Usage: `.venv/bin/python bench/overhead.py [--epochs 4] [--samples N]`; results are printed and
-written as JSON to `bench/results/overhead.json`.
+Usage: `.venv/bin/python bench/overhead.py [--epochs 4] [--samples N]` (about 2-3 minutes with
+the defaults on 2 cores); results are printed and written as JSON to
+`bench/results/overhead.json`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,16 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.item() * len(images)
+
+
+def shuffled_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of batches from in-memory tensors, in a fresh random order."""
+    order = torch.randperm(len(x), generator=generator)
+    for start in range(0, len(x), batch_size):
+        index = order[start : start + batch_size]
+        yield x[index], y[index]
 
 
 def steady_state(epoch_seconds: list[float]) -> float:
@@ -150,11 +166,9 @@ def run_plain(config: ExperimentConfig, images: np.ndarray, labels: np.ndarray, 
     for _ in range(epochs):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(x), generator=generator)
         total = 0.0
-        for start in range(0, len(x), batch_size):
-            index = order[start : start + batch_size]
-            total += train_step(model, optimizer, x[index], y[index])
+        for images_batch, labels_batch in shuffled_batches(x, y, batch_size, generator):
+            total += train_step(model, optimizer, images_batch, labels_batch)
         seconds.append(time.perf_counter() - started)
         losses.append(total / len(x))
     return seconds, losses
@@ -164,7 +178,11 @@ def run_plain(config: ExperimentConfig, images: np.ndarray, labels: np.ndarray, 
 
 
 def ray_train_fn(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on the Ray Train worker: the same steps as `run_plain`, data from Ray Data."""
+    """Runs on the Ray Train worker: the same steps as `run_plain`.
+
+    Batches come from the Ray Data shard, or from `loop_config["arrays"]` (images, labels) when
+    given, exactly as in `run_plain`.
+    """
     import ray.train
     import ray.train.torch
 
@@ -175,8 +193,24 @@ def ray_train_fn(loop_config: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)
     model = ray.train.torch.prepare_model(build_model(config))
     optimizer = make_optimizer(model, config)
-    shard = ray.train.get_dataset_shard("train")
     batch_size = config.train.batch_size
+    if loop_config.get("arrays") is not None:
+        x, y = (torch.from_numpy(array) for array in loop_config["arrays"])
+        generator = torch.Generator().manual_seed(config.train.seed)
+
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            return shuffled_batches(x, y, batch_size, generator)
+    else:
+        shard = ray.train.get_dataset_shard("train")
+
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for batch in shard.iter_torch_batches(
+                batch_size=batch_size,
+                local_shuffle_buffer_size=4 * batch_size,
+                local_shuffle_seed=config.train.seed + epoch,
+            ):
+                yield batch["image"], batch["label"]
+
     seconds: list[float] = []
     losses: list[float] = []
     first_epoch_started = time.time()
@@ -184,13 +218,9 @@ def ray_train_fn(loop_config: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        for batch in shard.iter_torch_batches(
-            batch_size=batch_size,
-            local_shuffle_buffer_size=4 * batch_size,
-            local_shuffle_seed=config.train.seed + epoch,
-        ):
-            total += train_step(model, optimizer, batch["image"], batch["label"])
-            seen += len(batch["label"])
+        for images_batch, labels_batch in batches(epoch):
+            total += train_step(model, optimizer, images_batch, labels_batch)
+            seen += len(labels_batch)
         seconds.append(time.perf_counter() - started)
         losses.append(total / seen)
         ray.train.report({"epoch": epoch, "epoch_seconds": seconds[-1], "loss": losses[-1]})
@@ -202,13 +232,20 @@ def ray_train_fn(loop_config: dict[str, Any]) -> dict[str, Any]:
         "all_losses": losses,
         "samples_seen_per_epoch": seen,
         "worker_threads_by_default": threads_by_default,
+        "worker_nice": os.nice(0),
         "worker_entered": entered,
         "first_epoch_started": first_epoch_started,
         "last_epoch_ended": time.time(),
     }
 
 
-def run_ray_train(config: ExperimentConfig, dataset, epochs: int) -> dict[str, Any]:
+def run_ray_train(
+    config: ExperimentConfig,
+    epochs: int,
+    dataset=None,
+    arrays: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """One `trainer.fit()` fed from the Ray `dataset`, or from in-memory `arrays` when given."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -216,13 +253,17 @@ def run_ray_train(config: ExperimentConfig, dataset, epochs: int) -> dict[str, A
     try:
         trainer = TorchTrainer(
             ray_train_fn,
-            train_loop_config={"experiment": config.model_dump(mode="json"), "epochs": epochs},
+            train_loop_config={
+                "experiment": config.model_dump(mode="json"),
+                "epochs": epochs,
+                "arrays": arrays,
+            },
             scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
             # A fresh name and folder per run: a reused name silently resumes the old run.
             run_config=ray.train.RunConfig(
                 name=f"overhead-{uuid.uuid4().hex[:8]}", storage_path=storage
             ),
-            datasets={"train": dataset},
+            datasets={"train": dataset} if arrays is None else {},
         )
         fit_started = time.time()
         started = time.perf_counter()
@@ -245,6 +286,7 @@ def run_ray_train(config: ExperimentConfig, dataset, epochs: int) -> dict[str, A
         "last_epoch_to_fit_return_seconds": fit_ended - final["last_epoch_ended"],
         "samples_seen_per_epoch": final["samples_seen_per_epoch"],
         "worker_threads_by_default": final["worker_threads_by_default"],
+        "worker_nice": final["worker_nice"],
     }
 
 
@@ -276,16 +318,14 @@ def time_iteration(
         for start in range(0, len(x), batch_size):
             yield x[start : start + batch_size], y[start : start + batch_size]
 
-    def tensor_shuffled():  # what `run_plain` does: a gather (copy) per batch
-        order = torch.randperm(len(x))
-        for start in range(0, len(x), batch_size):
-            index = order[start : start + batch_size]
-            yield x[index], y[index]
-
+    generator = torch.Generator().manual_seed(0)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     return {
         "tensor_slicing": time_epochs(tensor_slices, repeats),
-        "tensor_shuffled_gather": time_epochs(tensor_shuffled, repeats),
+        # What `run_plain` does: a gather (copy) per batch.
+        "tensor_shuffled_gather": time_epochs(
+            lambda: shuffled_batches(x, y, batch_size, generator), repeats
+        ),
         "dataloader_shuffled": time_epochs(lambda: loader, repeats),
         "ray_iter_torch_batches": time_epochs(
             lambda: dataset.iter_torch_batches(batch_size=batch_size), repeats
@@ -303,40 +343,50 @@ def time_iteration(
 
 
 def print_table(results: dict[str, Any]) -> None:
-    plain, ray_run, it = results["plain"], results["ray"], results["iteration_seconds"]
+    plain, ray_run, in_memory = results["plain"], results["ray"], results["ray_in_memory"]
+    it = results["iteration_seconds"]
+
+    def ms(key: str) -> str:
+        return f"{1000 * it[key]:.2f}"
+
     rows = [
-        ("plain epoch s (steady)", f"{plain['steady_epoch_seconds']:.3f}"),
-        ("ray epoch s (steady)", f"{ray_run['steady_epoch_seconds']:.3f}"),
+        ("plain epoch s", f"{plain['steady_epoch_seconds']:.3f}"),
+        ("ray epoch s (Ray Data)", f"{ray_run['steady_epoch_seconds']:.3f}"),
         ("ratio ray/plain", f"{results['ratio_ray_over_plain']:.3f}"),
+        ("ray epoch s (in-memory data)", f"{in_memory['steady_epoch_seconds']:.3f}"),
+        ("ratio ray in-memory/plain", f"{results['ratio_ray_in_memory_over_plain']:.3f}"),
         ("ray fixed start-up s (fit - epochs)", f"{ray_run['fixed_seconds']:.2f}"),
-        ("  fit() -> train fn entered s", f"{ray_run['fit_to_worker_entered_seconds']:.2f}"),
-        ("  fit() -> first epoch starts s", f"{ray_run['fit_to_first_epoch_seconds']:.2f}"),
+        ("  fit() -> train fn entered", f"{ray_run['fit_to_worker_entered_seconds']:.2f}"),
+        ("  fit() -> first epoch starts", f"{ray_run['fit_to_first_epoch_seconds']:.2f}"),
         (
-            "  last epoch ends -> fit() returns s",
+            "  last epoch ends -> fit() returns",
             f"{ray_run['last_epoch_to_fit_return_seconds']:.2f}",
         ),
+        ("ray fixed s, in-memory run", f"{in_memory['fixed_seconds']:.2f}"),
         ("ray.init s", f"{results['ray_init_seconds']:.2f}"),
         ("build + materialize dataset s", f"{results['dataset_seconds']:.2f}"),
-        ("iteration ms: tensor slicing", f"{1000 * it['tensor_slicing']:.2f}"),
-        ("iteration ms: tensor shuffled gather", f"{1000 * it['tensor_shuffled_gather']:.2f}"),
-        ("iteration ms: DataLoader (shuffle)", f"{1000 * it['dataloader_shuffled']:.2f}"),
-        ("iteration ms: ray iter_torch_batches", f"{1000 * it['ray_iter_torch_batches']:.2f}"),
-        (
-            "iteration ms: ray + local shuffle",
-            f"{1000 * it['ray_iter_torch_batches_local_shuffle']:.2f}",
-        ),
-        ("iteration ratio ray/slicing", f"{results['iteration_ratio_ray_over_slicing']:.1f}"),
+        ("iteration ms/epoch: tensor slicing", ms("tensor_slicing")),
+        ("iteration ms/epoch: shuffled gather", ms("tensor_shuffled_gather")),
+        ("iteration ms/epoch: DataLoader", ms("dataloader_shuffled")),
+        ("iteration ms/epoch: iter_torch_batches", ms("ray_iter_torch_batches")),
+        ("iteration ms/epoch: + local shuffle", ms("ray_iter_torch_batches_local_shuffle")),
+        ("iteration ratio ray/slicing", f"{results['iteration_ratio_ray_over_slicing']:.0f}"),
         ("iteration ratio ray/DataLoader", f"{results['iteration_ratio_ray_over_dataloader']:.2f}"),
     ]
     width = max(len(name) for name, _ in rows)
     print(
         f"\n{EXPERIMENT}: {results['samples']} samples, {results['epochs']} epochs, "
-        f"batch {results['batch_size']}"
+        f"batch {results['batch_size']}; steady = median of epochs after the first"
     )
-    print(f"  plain epochs s: {', '.join(f'{s:.2f}' for s in plain['epoch_seconds'])}")
-    print(f"  ray epochs s:   {', '.join(f'{s:.2f}' for s in ray_run['epoch_seconds'])}")
+    for name, seconds in [
+        ("plain before Ray", plain["epoch_seconds_before_ray"]),
+        ("plain after Ray", plain["epoch_seconds_after_ray"]),
+        ("ray, Ray Data", ray_run["epoch_seconds"]),
+        ("ray, in-memory", in_memory["epoch_seconds"]),
+    ]:
+        print(f"  {name + ' epochs s:':<26}{', '.join(f'{s:.2f}' for s in seconds)}")
     for name, value in rows:
-        print(f"  {name:<{width}}  {value:>9}")
+        print(f"  {name:<{width}}  {value:>8}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -363,7 +413,7 @@ def main() -> None:
         config, images, labels = load_config_and_data(args.samples, Path(scratch))
     batch_size = config.train.batch_size
     print(f"plain PyTorch: {len(images)} samples, {args.epochs} epochs ...", flush=True)
-    plain_seconds, plain_losses = run_plain(config, images, labels, args.epochs)
+    plain_before, losses_before = run_plain(config, images, labels, args.epochs)
 
     import ray
     import ray.data
@@ -384,13 +434,18 @@ def main() -> None:
         dataset_seconds = time.perf_counter() - started
         print("data iteration only ...", flush=True)
         iteration = time_iteration(images, labels, dataset, batch_size, args.iter_repeats)
-        print(f"Ray Train: 1 worker x 1 CPU, {args.epochs} epochs ...", flush=True)
-        ray_run = run_ray_train(config, dataset, args.epochs)
+        print(f"Ray Train, Ray Data: 1 worker x 1 CPU, {args.epochs} epochs ...", flush=True)
+        ray_run = run_ray_train(config, args.epochs, dataset=dataset)
+        print(f"Ray Train, in-memory data: {args.epochs} epochs ...", flush=True)
+        in_memory = run_ray_train(config, args.epochs, arrays=(images, labels))
     finally:
         ray.shutdown()
+    print(f"plain PyTorch again: {args.epochs} epochs ...", flush=True)
+    plain_after, losses_after = run_plain(config, images, labels, args.epochs)
 
-    plain_steady = steady_state(plain_seconds)
-    ray_run["steady_epoch_seconds"] = steady_state(ray_run["epoch_seconds"])
+    plain_steady = statistics.median(plain_before[1:] + plain_after[1:] or plain_before)
+    for run in (ray_run, in_memory):
+        run["steady_epoch_seconds"] = steady_state(run["epoch_seconds"])
     results = {
         "experiment": EXPERIMENT,
         "epochs": args.epochs,
@@ -406,12 +461,16 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "plain": {
-            "epoch_seconds": plain_seconds,
-            "loss": plain_losses,
+            "epoch_seconds_before_ray": plain_before,
+            "epoch_seconds_after_ray": plain_after,
+            "loss_before_ray": losses_before,
+            "loss_after_ray": losses_after,
             "steady_epoch_seconds": plain_steady,
         },
         "ray": ray_run,
+        "ray_in_memory": in_memory,
         "ratio_ray_over_plain": ray_run["steady_epoch_seconds"] / plain_steady,
+        "ratio_ray_in_memory_over_plain": in_memory["steady_epoch_seconds"] / plain_steady,
         "ray_init_seconds": ray_init_seconds,
         "dataset_seconds": dataset_seconds,
         "iteration_seconds": iteration,

@@ -33,9 +33,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
+class ImageDataConfig(_Strict):
     """Raw image arrays under `path`: `images.npy` (N, H, W) uint8 and `labels.npy` (N,) int."""
 
+    kind: Literal["images"] = "images"
     path: str
     image_shape: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
     class_names: list[str] = Field(min_length=2)
@@ -47,7 +48,38 @@ class DataConfig(_Strict):
         return len(self.class_names)
 
 
+class TextDataConfig(_Strict):
+    """A CSV file of labelled texts: one column of text, one of class names."""
+
+    kind: Literal["text"] = "text"
+    path: str
+    text_column: str = "text"
+    label_column: str = "label"
+    class_names: list[str] = Field(min_length=2)
+    max_samples: Annotated[int, Field(gt=0)] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class SeriesDataConfig(_Strict):
+    """A CSV file holding one numeric time series in order (one row per time step)."""
+
+    kind: Literal["series"] = "series"
+    path: str
+    time_column: str = "date"
+    value_column: str = "value"
+
+
+DataConfig = Annotated[
+    ImageDataConfig | TextDataConfig | SeriesDataConfig, Field(discriminator="kind")
+]
+
+
 class SplitConfig(_Strict):
+    """Classification data is split stratified and seeded; a series chronologically."""
+
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
     seed: int = 0
@@ -59,9 +91,40 @@ class SplitConfig(_Strict):
         return self
 
 
-class PreprocessConfig(_Strict):
-    # Pixel standardisation with one mean and std fitted on the training split.
-    method: Literal["standardize"] = "standardize"
+class StandardizeConfig(_Strict):
+    """Images: one pixel mean and std fitted on the training split."""
+
+    kind: Literal["standardize"] = "standardize"
+
+
+class UnitRangeConfig(_Strict):
+    """Images: pixels mapped linearly from [0, 255] to [-1, 1] (a GAN generator's tanh range)."""
+
+    kind: Literal["unit_range"] = "unit_range"
+
+
+class VocabularyConfig(_Strict):
+    """Text: normalise, tokenise, a vocabulary fitted on train, ids padded to `max_length`."""
+
+    kind: Literal["vocabulary"] = "vocabulary"
+    max_vocab_size: Annotated[int, Field(ge=10)] = 20000
+    min_frequency: Annotated[int, Field(ge=1)] = 2
+    max_length: Annotated[int, Field(ge=4)] = 64
+    lowercase: bool = True
+
+
+class WindowsConfig(_Strict):
+    """Series: scale fitted on the training part; `window` past values predict `horizon` ahead."""
+
+    kind: Literal["windows"] = "windows"
+    window: Annotated[int, Field(ge=2)] = 52
+    horizon: Annotated[int, Field(ge=1)] = 1
+
+
+PreprocessConfig = Annotated[
+    StandardizeConfig | UnitRangeConfig | VocabularyConfig | WindowsConfig,
+    Field(discriminator="kind"),
+]
 
 
 class CNNConfig(_Strict):
@@ -73,7 +136,71 @@ class CNNConfig(_Strict):
     batch_norm: bool = True
 
 
-ModelConfig = Annotated[CNNConfig, Field(discriminator="kind")]
+class MLPConfig(_Strict):
+    kind: Literal["mlp"] = "mlp"
+    hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    activation: Activation = "relu"
+
+
+class RNNConfig(_Strict):
+    """Text classifier: embeddings -> LSTM or GRU -> pooled -> head."""
+
+    kind: Literal["rnn"] = "rnn"
+    cell: Literal["lstm", "gru"] = "lstm"
+    embedding_dim: Annotated[int, Field(gt=0)] = 128
+    hidden_size: Annotated[int, Field(gt=0)] = 128
+    num_layers: Annotated[int, Field(gt=0)] = 1
+    bidirectional: bool = True
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
+    activation: Activation = "relu"
+
+
+class TransformerConfig(_Strict):
+    """Text classifier: embeddings + positions -> self-attention encoder -> pooled -> head."""
+
+    kind: Literal["transformer"] = "transformer"
+    d_model: Annotated[int, Field(gt=0)] = 128
+    num_heads: Annotated[int, Field(gt=0)] = 4
+    num_layers: Annotated[int, Field(gt=0)] = 2
+    feedforward_dim: Annotated[int, Field(gt=0)] = 256
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    activation: Activation = "gelu"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads")
+        return self
+
+
+class ForecasterConfig(_Strict):
+    """Series regressor: a window of past values -> GRU (or LSTM) -> the next value(s)."""
+
+    kind: Literal["forecaster"] = "forecaster"
+    cell: Literal["lstm", "gru"] = "gru"
+    hidden_size: Annotated[int, Field(gt=0)] = 64
+    num_layers: Annotated[int, Field(gt=0)] = 1
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    activation: Activation = "tanh"
+
+
+class DCGANConfig(_Strict):
+    """Generator (noise -> image) and discriminator (image -> real/fake), both convolutional."""
+
+    kind: Literal["dcgan"] = "dcgan"
+    latent_dim: Annotated[int, Field(gt=0)] = 64
+    generator_channels: Annotated[int, Field(gt=0)] = 64
+    discriminator_channels: Annotated[int, Field(gt=0)] = 64
+    activation: Activation = "relu"
+    # The classifier whose features score the generated digits (FID, class coverage).
+    judge_experiment: str = "cnn-mnist"
+
+
+ModelConfig = Annotated[
+    CNNConfig | MLPConfig | RNNConfig | TransformerConfig | ForecasterConfig | DCGANConfig,
+    Field(discriminator="kind"),
+]
 
 
 class EarlyStoppingConfig(_Strict):
@@ -96,6 +223,11 @@ class TrainConfig(_Strict):
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     lr_schedule: Literal["constant", "cosine"] = "cosine"
+    # Adam's (beta1, beta2); GANs train better with beta1 = 0.5.
+    adam_betas: tuple[
+        Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]
+    ] = (0.9, 0.999)
+    gradient_clip_norm: Annotated[float, Field(gt=0.0)] | None = None
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
@@ -123,15 +255,46 @@ class RegistryConfig(_Strict):
     promotion_margin: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+Task = Literal["classification", "regression", "generation"]
+
+# Which preprocessing and models make sense for which data.
+_COMPATIBLE = {
+    "images": ({"standardize", "unit_range"}, {"cnn", "mlp", "dcgan"}),
+    "text": ({"vocabulary"}, {"rnn", "transformer"}),
+    "series": ({"windows"}, {"forecaster"}),
+}
+
+
 class ExperimentConfig(_Strict):
     name: str
     data: DataConfig
     split: SplitConfig = SplitConfig()
-    preprocess: PreprocessConfig = PreprocessConfig()
+    preprocess: PreprocessConfig = StandardizeConfig()
     model: ModelConfig
     train: TrainConfig
     cluster: ClusterConfig = ClusterConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _parts_fit_together(self) -> ExperimentConfig:
+        preprocessors, models = _COMPATIBLE[self.data.kind]
+        if self.preprocess.kind not in preprocessors:
+            raise ValueError(
+                f"preprocess.kind '{self.preprocess.kind}' does not apply to {self.data.kind} "
+                f"data (use one of: {', '.join(sorted(preprocessors))})"
+            )
+        if self.model.kind not in models:
+            raise ValueError(
+                f"model.kind '{self.model.kind}' does not apply to {self.data.kind} data "
+                f"(use one of: {', '.join(sorted(models))})"
+            )
+        return self
+
+    @property
+    def task(self) -> Task:
+        if self.model.kind == "dcgan":
+            return "generation"
+        return "regression" if self.data.kind == "series" else "classification"
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -158,11 +321,29 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+# pydantic puts the chosen union member's tag in error paths (model.cnn.lr); users never see it.
+_UNION_TAGS = {
+    "images",
+    "text",
+    "series",
+    "standardize",
+    "unit_range",
+    "vocabulary",
+    "windows",
+    "cnn",
+    "mlp",
+    "rnn",
+    "transformer",
+    "forecaster",
+    "dcgan",
+}
+
+
 def _format_validation_error(source: Path, error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         # Drop the discriminator tag pydantic inserts into union paths (model.cnn.x -> model.x).
-        location = [str(part) for part in item["loc"] if part not in ("cnn",)]
+        location = [str(part) for part in item["loc"] if part not in _UNION_TAGS]
         key = ".".join(location) or "<root>"
         given = item.get("input")
         shown = "" if isinstance(given, dict) or item["type"] == "missing" else f" (got {given!r})"

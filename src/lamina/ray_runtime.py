@@ -27,6 +27,8 @@ def init_ray(cluster: ClusterConfig) -> None:
     quiet = {
         "logging_level": logging.WARNING,
         "log_to_driver": True,
+        # Ray's actors and tasks (Ray Data's among them) log at INFO by default; keep warnings.
+        "logging_config": ray.LoggingConfig(log_level="WARNING"),
         # Ray Data's progress bars, redrawn by every task and worker, flood a non-terminal log.
         "runtime_env": {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
     }

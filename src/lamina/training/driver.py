@@ -102,6 +102,7 @@ def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config:
                 checkpoint_score_order=stopping.mode,
             ),
             failure_config=ray.train.FailureConfig(max_failures=cluster.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
         # Shard the training split across workers; every worker validates on all of `val`.

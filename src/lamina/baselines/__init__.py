@@ -1,0 +1,1 @@
+"""Non-deep baselines computed on the same test split, so a model has something to beat."""
