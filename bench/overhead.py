@@ -384,7 +384,7 @@ def print_table(results: dict[str, Any]) -> None:
         ("ray, Ray Data", ray_run["epoch_seconds"]),
         ("ray, in-memory", in_memory["epoch_seconds"]),
     ]:
-        print(f"  {name + ' epochs s:':<26}{', '.join(f'{s:.2f}' for s in seconds)}")
+        print(f"  {name + ' epochs s:':<28}{', '.join(f'{s:.2f}' for s in seconds)}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>8}")
 

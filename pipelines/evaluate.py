@@ -1,6 +1,9 @@
 """DVC stage `evaluate`: the trained model on the held-back test split, never seen before.
 
-In:  outputs/<experiment>/model/, features/test/, history.csv, run.json
+Classifiers: accuracy, loss, per-class precision/recall/F1 (+ a TF-IDF baseline for text).
+Forecasters: MAE/RMSE beside naive, seasonal-naive and linear-AR baselines.
+Generators: FID, class coverage and confidence as the trained `cnn-mnist` judges the samples.
+In:  outputs/<experiment>/model/, features/test/, splits/, history.csv, run.json
 Out: metrics.json (DVC metrics), predictions.csv and plots/*.png (DVC plots); all also logged
      to the experiment's MLflow run.
 """
@@ -11,43 +14,36 @@ import logging
 from lamina.atomic import atomic_path, atomic_write_text
 from lamina.config import load_resolved_config
 from lamina.entrypoint import run_stage
-from lamina.evaluate import classification_metrics, predict_logits, prediction_table
+from lamina.evaluate import evaluate_classifier, evaluate_forecaster, evaluate_generator
 from lamina.models import load_trained_model
 from lamina.paths import ExperimentPaths
-from lamina.plots import plot_confusion_matrix, plot_training_curves
-from lamina.preprocess import read_feature_split
+from lamina.preprocess import vocabulary_size
 from lamina.tracking import RunInfo, log_evaluation
 
 logger = logging.getLogger("lamina.evaluate")
 
+EVALUATORS = {
+    "classification": evaluate_classifier,
+    "regression": evaluate_forecaster,
+    "generation": evaluate_generator,
+}
+
 
 def evaluate(experiment: str) -> None:
-    import pandas as pd
-
     paths = ExperimentPaths(experiment)
     config = load_resolved_config(paths.config)
     run = RunInfo.load(paths.run_info)
-    model = load_trained_model(config, paths.model_dir / "model.pt")
-    images, labels = read_feature_split(paths.features / "test")
-
-    class_names = config.data.class_names
-    logits = predict_logits(model, images)
-    metrics = classification_metrics(logits, labels, class_names)
-    predictions = prediction_table(logits, labels, class_names)
-
+    model = load_trained_model(
+        config, paths.model_dir / "model.pt", vocabulary_size(config, paths.preprocessor)
+    )
     with atomic_path(paths.plots) as staging:
         staging.mkdir()
-        plot_confusion_matrix(predictions, class_names, staging / "confusion_matrix.png")
-        plot_training_curves(pd.read_csv(paths.history), staging / "training_curves.png")
-    atomic_write_text(paths.predictions, predictions.to_csv(index=False))
-    atomic_write_text(paths.metrics, json.dumps(metrics, indent=2) + "\n")
-    log_evaluation(run.run_id, metrics, [paths.plots, paths.predictions, paths.history])
-    logger.info(
-        "test accuracy %.4f, loss %.4f on %d examples",
-        metrics["test/accuracy"],
-        metrics["test/loss"],
-        len(labels),
-    )
+        evaluation = EVALUATORS[config.task](config, model, paths, staging)
+    atomic_write_text(paths.predictions, evaluation.predictions.to_csv(index=False))
+    atomic_write_text(paths.metrics, json.dumps(evaluation.metrics, indent=2) + "\n")
+    log_evaluation(run.run_id, evaluation.metrics, [paths.plots, paths.predictions, paths.history])
+    headline = {k: round(v, 4) for k, v in evaluation.metrics.items() if k.count("/") == 1}
+    logger.info("%s on the test split: %s", experiment, headline)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""DVC stage `preprocess`: Ray Data fits the pixel scaler on train and applies it to all splits.
+"""DVC stage `preprocess`: Ray Data fits on train (pixel scale, vocabulary, series scale) and
+applies the result to every split.
 
-In:  outputs/<experiment>/splits/, config sections `data` and `preprocess`.
+In:  outputs/<experiment>/splits/, config sections `data`, `split` and `preprocess`.
 Out: outputs/<experiment>/features/{train,val,test}/ (Parquet), preprocessor.json
 """
 
@@ -21,15 +22,10 @@ def preprocess(experiment: str) -> None:
     config = load_resolved_config(paths.config)
     init_ray(config.cluster)
     with atomic_path(paths.features) as staging:
-        standardizer = preprocess_splits(config, paths.splits, staging.resolve())
+        fitted = preprocess_splits(config, paths.splits, staging.resolve())
     with atomic_path(paths.preprocessor) as staging:
-        standardizer.save(staging)
-    logger.info(
-        "pixel mean %.3f, std %.3f (fitted on %d training rows)",
-        standardizer.pixel_mean,
-        standardizer.pixel_std,
-        standardizer.fitted_on_rows,
-    )
+        fitted.save(staging)
+    logger.info("fitted %s on the training split", type(fitted).__name__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """DVC stage `train`: Ray Train (DDP over `cluster.num_workers` workers), one MLflow run.
 
-In:  outputs/<experiment>/features/{train,val}/, config sections `model`, `train`, `cluster`.
+Supervised models train with one loop (classification or regression); a GAN with the
+adversarial loop. Both checkpoint every epoch and keep the best.
+In:  outputs/<experiment>/features/{train,val}/, preprocessor.json (vocabulary size),
+     config sections `data`, `preprocess`, `model`, `train`, `cluster`.
 Out: outputs/<experiment>/model/model.pt (best epoch's weights), history.csv, run.json
 """
 
@@ -12,6 +15,7 @@ from lamina.atomic import atomic_path, atomic_write_text
 from lamina.config import load_resolved_config
 from lamina.entrypoint import run_stage
 from lamina.paths import ExperimentPaths
+from lamina.preprocess import vocabulary_size
 from lamina.training.driver import run_training
 
 logger = logging.getLogger("lamina.train")
@@ -20,7 +24,7 @@ logger = logging.getLogger("lamina.train")
 def train(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
     config = load_resolved_config(paths.config)
-    outcome = run_training(config, paths)
+    outcome = run_training(config, paths, vocabulary_size(config, paths.preprocessor))
 
     with atomic_path(paths.model_dir) as staging:
         staging.mkdir()

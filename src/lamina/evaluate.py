@@ -1,21 +1,39 @@
-"""Test-split evaluation of a classifier: the metrics DVC and MLflow record, and predictions."""
+"""Test-split evaluation, one function per task. Only the held-back test split is scored.
+
+Each returns the metrics DVC and MLflow record (keys fixed: `test/...`, `baseline/...`), a
+table of predictions (a DVC plot), and writes its PNG plots into `plots_dir`.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from lamina.config import ExperimentConfig
+from lamina.paths import ExperimentPaths
+from lamina.plots import plot_confusion_matrix, plot_forecast, plot_training_curves
+from lamina.preprocess import read_features
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+
 
 @torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, images: np.ndarray, batch_size: int = 512
+def predict_batches(
+    model: torch.nn.Module, inputs: np.ndarray, batch_size: int = 512
 ) -> torch.Tensor:
     model.eval()
     chunks = [
-        model(torch.as_tensor(np.array(images[start : start + batch_size])))
-        for start in range(0, len(images), batch_size)
+        model(torch.as_tensor(np.array(inputs[start : start + batch_size])))
+        for start in range(0, len(inputs), batch_size)
     ]
     return torch.cat(chunks)
 
@@ -23,25 +41,132 @@ def predict_logits(
 def classification_metrics(
     logits: torch.Tensor, labels: np.ndarray, class_names: list[str]
 ) -> dict[str, float]:
-    """`test/accuracy`, `test/loss` and `test/class_accuracy/<class>` (recall of each class)."""
+    """Accuracy, loss, and per class: accuracy (= recall), precision, recall and F1."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     targets = torch.as_tensor(np.array(labels, dtype=np.int64))
     predicted = logits.argmax(dim=1)
     metrics = {
-        "test/accuracy": (predicted == targets).float().mean().item(),
-        "test/loss": F.cross_entropy(logits, targets).item(),
+        "test/accuracy": (predicted == targets).double().mean().item(),
+        "test/loss": F.cross_entropy(logits.double(), targets).item(),
     }
+    indices = list(range(len(class_names)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        targets.numpy(), predicted.numpy(), labels=indices, zero_division=0
+    )
     for index, name in enumerate(class_names):
-        members = targets == index
-        if members.any():
-            metrics[f"test/class_accuracy/{name}"] = (
-                (predicted[members] == index).float().mean().item()
-            )
+        metrics[f"test/class_accuracy/{name}"] = float(recall[index])
+        metrics[f"test/precision/{name}"] = float(precision[index])
+        metrics[f"test/recall/{name}"] = float(recall[index])
+        metrics[f"test/f1/{name}"] = float(f1[index])
     return metrics
 
 
-def prediction_table(
-    logits: torch.Tensor, labels: np.ndarray, class_names: list[str]
-) -> pd.DataFrame:
-    """One row per test example: `actual` and `predicted` class names (DVC's confusion plot)."""
+def evaluate_classifier(
+    config: ExperimentConfig, model: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
+) -> Evaluation:
+    inputs, labels = read_features(config, paths.features / "test")
+    logits = predict_batches(model, inputs)
+    class_names = config.data.class_names
+    metrics = classification_metrics(logits, labels, class_names)
+    if config.data.kind == "text":
+        metrics |= _text_baseline(paths, config.split.seed)
     names = np.asarray(class_names)
-    return pd.DataFrame({"actual": names[labels], "predicted": names[logits.argmax(dim=1).numpy()]})
+    predictions = pd.DataFrame(
+        {"actual": names[labels], "predicted": names[logits.argmax(dim=1).numpy()]}
+    )
+    plot_confusion_matrix(predictions, class_names, plots_dir / "confusion_matrix.png")
+    plot_training_curves(pd.read_csv(paths.history), plots_dir / "training_curves.png")
+    return Evaluation(metrics, predictions)
+
+
+def _text_baseline(paths: ExperimentPaths, seed: int) -> dict[str, float]:
+    """TF-IDF + logistic regression, C tuned on validation, scored on the same test split."""
+    from lamina.baselines.text import tfidf_logreg_baseline
+    from lamina.data.text_table import read_text_split
+
+    splits = {
+        name: read_text_split(paths.splits / f"{name}.parquet") for name in ("train", "val", "test")
+    }
+    return tfidf_logreg_baseline(*splits["train"], *splits["val"], *splits["test"], seed=seed)
+
+
+def evaluate_forecaster(
+    config: ExperimentConfig, model: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
+) -> Evaluation:
+    """MAE and RMSE in the series' own units, beside the naive, seasonal and AR baselines."""
+    from lamina.baselines.series import regression_metrics, series_baselines
+    from lamina.data.series_table import read_series_split
+    from lamina.series import SeriesScaler, read_series_features
+
+    scaler = SeriesScaler.load(paths.preprocessor)
+    windows, targets, test_index = read_series_features(paths.features / "test")
+    _, _, train_index = read_series_features(paths.features / "train")
+    predicted = scaler.inverse_transform(predict_batches(model, windows).numpy())
+    actual = scaler.inverse_transform(targets)
+
+    parts = [
+        read_series_split(paths.splits / f"{name}.parquet") for name in ("train", "val", "test")
+    ]
+    times = np.concatenate([np.asarray(part[0]) for part in parts])
+    values = np.concatenate([np.asarray(part[1], dtype=np.float64) for part in parts])
+    metrics = regression_metrics(predicted[:, 0], actual[:, 0])
+    metrics |= series_baselines(values, train_index, test_index, config.preprocess.window)
+
+    predictions = pd.DataFrame(
+        {"time": times[test_index], "actual": actual[:, 0], "predicted": predicted[:, 0]}
+    )
+    plot_forecast(predictions, plots_dir / "forecast.png")
+    plot_training_curves(pd.read_csv(paths.history), plots_dir / "training_curves.png")
+    return Evaluation(metrics, predictions)
+
+
+def evaluate_generator(
+    config: ExperimentConfig, generator: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
+) -> Evaluation:
+    """Score generated digits with the trained judge classifier (FID, class coverage)."""
+    import pyarrow.parquet as pq
+
+    from lamina.config import load_resolved_config
+    from lamina.data.image_parquet import pixels_from_arrow
+    from lamina.gan_metrics import gan_test_metrics, judge_features, plot_sample_grid
+    from lamina.images import ImageStandardizer
+    from lamina.models import load_trained_model
+
+    judge_paths = ExperimentPaths(config.model.judge_experiment, paths.root)
+    judge_config = load_resolved_config(judge_paths.config)
+    judge = load_trained_model(judge_config, judge_paths.model_dir / "model.pt")
+    judge_scale = ImageStandardizer.load(judge_paths.preprocessor)
+
+    test = pq.read_table(paths.splits / "test.parquet")
+    real_pixels = pixels_from_arrow(test.column("image"), config.data.image_shape)
+    metrics = gan_test_metrics(
+        generator,
+        judge,
+        judge_scale.pixel_mean,
+        judge_scale.pixel_std,
+        real_pixels,
+        num_samples=max(1000, len(real_pixels)),
+        seed=config.train.seed,
+    )
+
+    generator.eval()
+    with torch.no_grad():
+        noise = torch.randn(
+            64, config.model.latent_dim, generator=torch.Generator().manual_seed(config.train.seed)
+        )
+        samples = generator(noise)
+    plot_sample_grid(samples, plots_dir / "samples.png", f"{config.name}: 64 generated samples")
+    _, probabilities = judge_features(
+        judge, judge_scale.pixel_mean, judge_scale.pixel_std, (samples + 1) * 127.5
+    )
+    names = np.asarray(judge_config.data.class_names)
+    predictions = pd.DataFrame(
+        {
+            "sample": np.arange(len(samples)),
+            "judged_class": names[probabilities.argmax(dim=1).numpy()],
+            "confidence": probabilities.max(dim=1).values.numpy(),
+        }
+    )
+    plot_training_curves(pd.read_csv(paths.history), plots_dir / "training_curves.png")
+    return Evaluation(metrics, predictions)

@@ -59,3 +59,24 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_forecast(predictions: pd.DataFrame, path: Path) -> None:
+    """Actual and predicted values over the test stretch, and the error below them."""
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    times = pd.to_datetime(predictions["time"])
+    top.plot(times, predictions["actual"], label="actual", color="black", linewidth=1.2)
+    top.plot(times, predictions["predicted"], label="predicted", color="tab:orange", linewidth=1)
+    mae = (predictions["predicted"] - predictions["actual"]).abs().mean()
+    top.set_title(f"One-step-ahead forecast on the test stretch (MAE {mae:.3f})")
+    top.legend()
+    top.grid(alpha=0.3)
+    bottom.plot(times, predictions["predicted"] - predictions["actual"], color="tab:red")
+    bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.set_ylabel("error")
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from lamina.config import ClusterConfig
 from lamina.errors import LaminaError
@@ -51,3 +52,20 @@ def init_ray(cluster: ClusterConfig) -> None:
     data_context.enable_progress_bars = sys.stderr.isatty()
     # Stage output must be reproducible: keep rows in the order they were read.
     data_context.execution_options.preserve_order = True
+
+
+def write_parquet(dataset, folder: Path) -> None:
+    """`dataset.write_parquet` with file names that do not change from run to run.
+
+    Ray names files after a random write id by default, so identical content would hash
+    differently and make DVC rerun every downstream stage after a harmless rerun.
+    """
+    from ray.data import SaveMode
+    from ray.data.datasource import FilenameProvider
+
+    class _StableNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"part-{task_index:05d}.parquet"
+
+    # OVERWRITE: stable names carry no write id, and stages always write into a fresh folder.
+    dataset.write_parquet(str(folder), filename_provider=_StableNames(), mode=SaveMode.OVERWRITE)

@@ -11,9 +11,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from lamina.config import RegistryConfig
 from lamina.tracking import dvc_data_hash, git_commit, tracking_uri
 
@@ -53,37 +50,18 @@ def _champion_value(client, model_name: str, metric: str) -> float | None:
     return float(champion.tags[metric]) if metric in champion.tags else None
 
 
-def register_model(
-    model: torch.nn.Module,
-    input_example: np.ndarray,
+def promote_version(
     model_name: str,
+    version: int,
     run_id: str,
     metrics: dict[str, float],
     rule: RegistryConfig,
     root: Path,
 ) -> Registration:
-    """Log `model` into the training run, register a new version and set its alias."""
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
+    """Tag a freshly registered version with its lineage and give it its alias."""
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    with torch.no_grad():
-        example_output = model(torch.from_numpy(input_example)).numpy()
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=infer_signature(input_example, example_output),
-            input_example=input_example,
-            registered_model_name=model_name,
-            # Explicit requirements keep the CPU torch build and skip slow inference of them.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-        )
-    version = int(info.registered_model_version)
+    client = MlflowClient(tracking_uri(root))
     value = metrics[rule.primary_metric]
     champion_before = _champion_value(client, model_name, rule.primary_metric)
     alias = CHAMPION if beats_champion(value, champion_before, rule) else CHALLENGER

@@ -12,19 +12,37 @@ from tests.conftest import CONF_DIR
 
 def test_every_preset_composes_and_validates():
     names = available_experiments(CONF_DIR)
-    assert "cnn-mnist" in names
+    assert {"cnn-mnist", "mlp-mnist", "lstm-sentiment", "transformer-sentiment"} <= set(names)
+    assert {"gru-co2", "gan-mnist"} <= set(names)
     for name in names:
         config = compose_experiment(name, CONF_DIR)
         assert config.name == name
         assert config.train.epochs > 0
 
 
-def test_every_preset_is_a_dvc_experiment_and_back():
+def test_dvc_pipeline_lists_every_preset_with_its_data_kind():
     dvc = yaml.safe_load((CONF_DIR.parent / "dvc.yaml").read_text())
-    in_pipeline = set(dvc["vars"][0]["experiments"])
-    assert in_pipeline == set(available_experiments(CONF_DIR))
-    plotted = {next(iter(entry)).split("/")[1] for entry in dvc["plots"]}
-    assert plotted == in_pipeline
+    variables = {key: value for entry in dvc["vars"] for key, value in entry.items()}
+    experiments = variables["experiments"]
+    assert set(experiments) == set(available_experiments(CONF_DIR))
+    for name, data_kind in experiments.items():
+        config = compose_experiment(name, CONF_DIR)
+        assert config.data.kind == data_kind, name
+        evaluated_by = "generative" if config.task == "generation" else "supervised"
+        assert name in variables[evaluated_by], name
+    assert set(variables["supervised"]) | set(variables["generative"]) == set(experiments)
+    plot_paths = [entry if isinstance(entry, str) else next(iter(entry)) for entry in dvc["plots"]]
+    for name in experiments:
+        assert f"outputs/{name}/history.csv" in plot_paths, name
+        assert f"outputs/{name}/plots" in plot_paths, name
+
+
+def test_the_generator_stage_depends_on_its_judge():
+    dvc = yaml.safe_load((CONF_DIR.parent / "dvc.yaml").read_text())
+    deps = dvc["stages"]["evaluate-generator"]["do"]["deps"]
+    for name in dvc["vars"][2]["generative"]:
+        judge = compose_experiment(name, CONF_DIR).model.judge_experiment
+        assert f"outputs/{judge}/model" in deps
 
 
 def test_preset_overrides_group_defaults(cnn_config):
@@ -64,6 +82,9 @@ def _write_preset(conf: Path, body: dict) -> None:
         ({"unknown_section": {"a": 1}}, "unknown_section: Extra inputs are not permitted"),
         ({"defaults": {"model": "resnet"}}, "defaults.model: no option 'resnet'"),
         ({"defaults": {"optimizer": "adam"}}, "defaults.optimizer: unknown config group"),
+        ({"preprocess": {"kind": "vocabulary"}}, "preprocess.kind 'vocabulary' does not apply"),
+        ({"defaults": {"model": "transformer"}}, "model.kind 'transformer' does not apply"),
+        ({"preprocess": {"kind": "fourier"}}, "preprocess: Input tag 'fourier'"),
     ],
 )
 def test_bad_config_is_one_error_naming_file_and_key(tmp_path, override, expected):

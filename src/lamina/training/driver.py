@@ -75,15 +75,21 @@ def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config:
             raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
         datasets[split] = ray.data.read_parquet(str(folder.resolve()))
     # Every worker reads all of `val` every epoch: hold it in the object store once instead of
-    # re-reading Parquet each time. `train` streams, sharded, as Ray Data is meant to.
+    # re-reading Parquet each time. `train` is sharded across workers either way.
     datasets["val"] = datasets["val"].materialize()
+    if config.cluster.materialize_train:
+        datasets["train"] = datasets["train"].materialize()
 
     cluster, stopping = config.cluster, config.train.early_stopping
     resources = {"CPU": cluster.cpus_per_worker}
     if cluster.use_gpu:
         resources["GPU"] = 1
+    if config.task == "generation":
+        from lamina.training.adversarial import train_gan_per_worker as train_fn
+    else:
+        train_fn = train_fn_per_worker
     return TorchTrainer(
-        train_fn_per_worker,
+        train_fn,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.num_workers,
@@ -110,7 +116,9 @@ def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config:
     )
 
 
-def run_training(config: ExperimentConfig, paths: ExperimentPaths) -> TrainingOutcome:
+def run_training(
+    config: ExperimentConfig, paths: ExperimentPaths, vocab_size: int | None = None
+) -> TrainingOutcome:
     from mlflow.tracking import MlflowClient
 
     root = paths.root.resolve()
@@ -127,6 +135,7 @@ def run_training(config: ExperimentConfig, paths: ExperimentPaths) -> TrainingOu
                 "experiment": config.model_dump(mode="json"),
                 "mlflow_run_id": run_id,
                 "tracking_uri": uri,
+                "vocab_size": vocab_size,
             },
         )
         result = trainer.fit()

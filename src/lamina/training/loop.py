@@ -16,26 +16,28 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from lamina.config import ExperimentConfig
 from lamina.models import build_model
 from lamina.training.augment import random_affine
 from lamina.training.early_stopping import EarlyStopping
+from lamina.training.tasks import SupervisedTask, supervised_task
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 logger = logging.getLogger("lamina.train")
 
 
-def _make_optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
     train = config.train
     if train.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=train.lr, momentum=0.9, weight_decay=train.weight_decay
         )
     optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return optimizer_class(
+        model.parameters(), lr=train.lr, betas=train.adam_betas, weight_decay=train.weight_decay
+    )
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, config: ExperimentConfig):
@@ -51,7 +53,9 @@ def _mean_across_workers(total: float, count: int, device: torch.device) -> floa
     return (pair[0] / pair[1]).item()
 
 
-def _train_one_epoch(model, optimizer, shard, config, device, generator) -> float:
+def _train_one_epoch(
+    model, optimizer, shard, task: SupervisedTask, config, device, generator
+) -> float:
     model.train()
     augment = config.train.augment
     total_loss, seen = 0.0, 0
@@ -61,31 +65,36 @@ def _train_one_epoch(model, optimizer, shard, config, device, generator) -> floa
         local_shuffle_seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
         device=device,
     ):
-        images = random_affine(
-            batch["image"], augment.max_shift_px, augment.max_rotation_deg, generator
-        )
-        loss = F.cross_entropy(model(images), batch["label"])
+        inputs = batch[task.input_key]
+        if inputs.dim() == 4:  # images
+            inputs = random_affine(
+                inputs, augment.max_shift_px, augment.max_rotation_deg, generator
+            )
+        loss = task.loss(model(inputs), batch[task.target_key])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.train.gradient_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.gradient_clip_norm)
         optimizer.step()
-        total_loss += loss.item() * len(images)
-        seen += len(images)
+        total_loss += loss.item() * len(inputs)
+        seen += len(inputs)
     return _mean_across_workers(total_loss, seen, device)
 
 
 @torch.no_grad()
-def _validate(model, dataset, config, device) -> dict[str, float]:
+def _validate(model, dataset, task: SupervisedTask, config, device) -> dict[str, float]:
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    totals: dict[str, float] = {}
+    seen = 0
     for batch in dataset.iter_torch_batches(batch_size=4 * config.train.batch_size, device=device):
-        logits = model(batch["image"])
-        total_loss += F.cross_entropy(logits, batch["label"], reduction="sum").item()
-        correct += (logits.argmax(dim=1) == batch["label"]).sum().item()
-        seen += len(batch["label"])
-    return {"val/loss": total_loss / seen, "val/accuracy": correct / seen}
+        targets = batch[task.target_key]
+        for key, value in task.metric_sums(model(batch[task.input_key]), targets).items():
+            totals[key] = totals.get(key, 0.0) + value
+        seen += len(targets)
+    return {key: value / seen for key, value in totals.items()}
 
 
-def _log_epoch_to_mlflow(loop_config: dict[str, Any], metrics: dict[str, float], epoch: int):
+def log_epoch_to_mlflow(loop_config: dict[str, Any], metrics: dict[str, float], epoch: int):
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -100,8 +109,9 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    _quiet_ray_train_reports()
+    quiet_ray_train_reports()
     config = ExperimentConfig.model_validate(loop_config["experiment"])
+    task = supervised_task(config)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
@@ -109,8 +119,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     # Same initial weights on every rank; augmentation noise differs per rank.
     torch.manual_seed(config.train.seed)
     generator = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
-    model = ray.train.torch.prepare_model(build_model(config))
-    optimizer = _make_optimizer(model, config)
+    model = ray.train.torch.prepare_model(build_model(config, loop_config.get("vocab_size")))
+    optimizer = make_optimizer(model, config)
     scheduler = _make_scheduler(optimizer, config)
     stopping = EarlyStopping(config.train.early_stopping.mode, config.train.early_stopping.patience)
     start_epoch = 0
@@ -119,7 +129,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:  # a restart after a failure: continue where the run left off
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
-        _unwrap(model).load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         stopping.load_state_dict(state["early_stopping"])
@@ -131,8 +141,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     monitor = config.train.early_stopping.monitor
     for epoch in range(start_epoch, config.train.epochs):
         started = time.perf_counter()
-        train_loss = _train_one_epoch(model, optimizer, train_shard, config, device, generator)
-        metrics = {"train/loss": train_loss, **_validate(model, val_dataset, config, device)}
+        train_loss = _train_one_epoch(
+            model, optimizer, train_shard, task, config, device, generator
+        )
+        metrics = {"train/loss": train_loss, **_validate(model, val_dataset, task, config, device)}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         # Every rank saw the same validation data with the same weights, so every rank takes
@@ -147,7 +159,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 torch.save(
                     {
                         "epoch": epoch,
-                        "model": _unwrap(model).state_dict(),
+                        "model": unwrap(model).state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "early_stopping": stopping.state_dict(),
@@ -157,8 +169,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                     Path(folder) / CHECKPOINT_FILE,
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
-                _log_epoch_to_mlflow(loop_config, metrics, epoch)
-                logger.info(_progress_line(epoch, config.train.epochs, metrics))
+                log_epoch_to_mlflow(loop_config, metrics, epoch)
+                logger.info(progress_line(epoch, config.train.epochs, metrics))
             ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)
         if stopping.should_stop:
             if rank == 0:
@@ -169,7 +181,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             break
 
 
-def _quiet_ray_train_reports() -> None:
+def quiet_ray_train_reports() -> None:
     """Ray Train logs every report at INFO; our per-epoch line says the same thing once.
 
     Ray 2.60 names that logger after its file path, so `LoggingConfig(log_level=...)`, which
@@ -189,11 +201,11 @@ def _gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
     return gathered
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def _progress_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+def progress_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
     shown = "  ".join(
         f"{key} {value:.4f}" for key, value in metrics.items() if key != "epoch_seconds"
     )

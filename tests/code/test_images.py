@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lamina.data.image_parquet import write_image_split
-from lamina.preprocess import ImageStandardizer, preprocess_splits, read_feature_split
+from lamina.images import ImageStandardizer, preprocess_image_splits, read_image_features
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def test_scaler_is_fitted_on_train_only_and_applied_to_all(
     local_ray, cnn_config, splits_dir, tmp_path
 ):
     features = tmp_path / "features"
-    standardizer = preprocess_splits(cnn_config, splits_dir, features)
+    standardizer = preprocess_image_splits(cnn_config, splits_dir, features)
 
     import pyarrow.parquet as pq
 
@@ -34,8 +34,8 @@ def test_scaler_is_fitted_on_train_only_and_applied_to_all(
     assert standardizer.pixel_std == pytest.approx(train_pixels.std(), rel=1e-6)
     assert standardizer.fitted_on_rows == 30
 
-    train_images, _ = read_feature_split(features / "train")
-    test_images, test_labels = read_feature_split(features / "test")
+    train_images, _ = read_image_features(features / "train")
+    test_images, test_labels = read_image_features(features / "test")
     assert train_images.shape == (30, 1, 28, 28) and train_images.dtype == np.float32
     assert abs(train_images.mean()) < 1e-4  # standardised with its own statistics
     assert test_images.mean() > 3  # bright test images stay far off: no leakage

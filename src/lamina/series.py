@@ -1,0 +1,163 @@
+"""Ray Data preprocessing of a time series: scale fitted on the train part, then windows.
+
+`prepare` writes the series as three contiguous parts (`splits/{train,val,test}.parquet`). Here
+a mean and standard deviation are fitted on the train part only, the whole series is scaled
+with them, and every target position becomes one row: the `window` scaled values before it and
+the `horizon` scaled values from it on. A row belongs to the split of its target, so val and
+test windows may read values of earlier parts (observed before their target) but no target is
+ever an input of its own window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from lamina.config import ExperimentConfig
+from lamina.data.split import SPLIT_NAMES
+from lamina.errors import DataError
+
+
+@dataclass(frozen=True)
+class SeriesScaler:
+    """What `preprocess` fitted; saved as JSON so the registered model can undo the scaling."""
+
+    mean: float
+    std: float
+    window: int
+    horizon: int
+
+    # float64 both ways, so metrics in series units never inherit float32 rounding.
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+
+    def inverse_transform(self, scaled: np.ndarray) -> np.ndarray:
+        return np.asarray(scaled, dtype=np.float64) * self.std + self.mean
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> SeriesScaler:
+        if not path.is_file():
+            raise DataError(f"{path}: fitted series scaler not found; run `dvc repro`")
+        return cls(**json.loads(path.read_text()))
+
+
+def _value_moments(batch: pa.Table) -> dict[str, np.ndarray]:
+    values = batch.column("value").to_numpy().astype(np.float64)
+    return {
+        "value_sum": np.array([values.sum()]),
+        "value_sq_sum": np.array([np.square(values).sum()]),
+        "value_count": np.array([len(values)], dtype=np.int64),
+    }
+
+
+def fit_series_scaler(train, window: int, horizon: int) -> SeriesScaler:
+    """One pass over the (Ray) train part; the val and test parts are never looked at."""
+    totals = train.map_batches(_value_moments, batch_format="pyarrow").sum(
+        ["value_sum", "value_sq_sum", "value_count"]
+    )
+    mean = totals["sum(value_sum)"] / totals["sum(value_count)"]
+    variance = totals["sum(value_sq_sum)"] / totals["sum(value_count)"] - mean**2
+    std = math.sqrt(max(variance, 0.0))
+    if std == 0.0:
+        raise DataError("every training value of the series is the same: nothing to forecast")
+    return SeriesScaler(mean=float(mean), std=float(std), window=window, horizon=horizon)
+
+
+def _scale_batch(batch: dict[str, np.ndarray], scaler: SeriesScaler) -> dict[str, np.ndarray]:
+    return {"path": batch["path"], "value": scaler.transform(batch["value"])}
+
+
+def _gather_windows(
+    batch: dict[str, np.ndarray], scaled: np.ndarray, window: int, horizon: int
+) -> dict[str, np.ndarray]:
+    """Rows for a batch of target positions t: inputs scaled[t-window:t], targets scaled[t:t+h]."""
+    targets = batch["data"].astype(np.int64)  # (B,)
+    inputs = targets[:, None] + np.arange(-window, 0)  # (B, window), all before t
+    outputs = targets[:, None] + np.arange(horizon)  # (B, horizon), t onwards
+    return {
+        "window": scaled[inputs][:, :, None].astype(np.float32),  # (B, window, 1)
+        "target": scaled[outputs].astype(np.float32),  # (B, horizon)
+        "target_index": targets,
+    }
+
+
+def _target_positions(
+    part_lengths: dict[str, int], window: int, horizon: int
+) -> dict[str, np.ndarray]:
+    """Target positions of each split whose whole horizon lies inside that split."""
+    positions, start = {}, 0
+    for split in SPLIT_NAMES:
+        end = start + part_lengths[split]
+        # The first `window` train values are only ever inputs.
+        first = window if split == "train" else start
+        positions[split] = np.arange(first, end - horizon + 1)
+        if len(positions[split]) == 0:
+            raise DataError(
+                f"the {split} part has {part_lengths[split]} values: no complete window "
+                f"(window {window}, horizon {horizon}) fits; use a longer series, other "
+                f"split fractions or a smaller preprocess.window / horizon"
+            )
+        start = end
+    return positions
+
+
+def preprocess_series_splits(
+    config: ExperimentConfig, splits_dir: Path, features_dir: Path
+) -> SeriesScaler:
+    """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` windows for each split."""
+    import ray.data
+
+    window, horizon = config.preprocess.window, config.preprocess.horizon
+    # Ray's workers do not share the driver's working directory: hand them absolute paths.
+    splits_dir, features_dir = splits_dir.resolve(), features_dir.resolve()
+    paths = [splits_dir / f"{split}.parquet" for split in SPLIT_NAMES]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: split not found; run the `prepare` stage first")
+
+    scaler = fit_series_scaler(ray.data.read_parquet(str(paths[0])), window, horizon)
+    # All parts in one pass (each Ray execution costs seconds). A part is one small Parquet
+    # file, read by one task, so its rows arrive in file (time) order; `path` says whose they are.
+    scaled_rows = (
+        ray.data.read_parquet([str(path) for path in paths], include_paths=True)
+        .map_batches(_scale_batch, batch_format="numpy", fn_kwargs={"scaler": scaler})
+        .to_pandas()
+    )
+    file_names = scaled_rows["path"].map(lambda path: Path(path).name)
+    scaled_parts = [scaled_rows.loc[file_names == path.name, "value"] for path in paths]
+    scaled = np.concatenate(scaled_parts)  # the whole series, in time order
+    lengths = {split: len(part) for split, part in zip(SPLIT_NAMES, scaled_parts, strict=True)}
+
+    for split, targets in _target_positions(lengths, window, horizon).items():
+        # One block of target positions: one output file, rows in target order.
+        ray.data.from_numpy(targets).map_batches(
+            _gather_windows,
+            batch_format="numpy",
+            fn_kwargs={"scaled": scaled, "window": window, "horizon": horizon},
+        ).write_parquet(str(features_dir / split))
+    return scaler
+
+
+def read_series_features(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows (N, W, 1) float32, targets (N, H) float32, target_index (N,)) of one split."""
+    import pyarrow.parquet as pq
+    import ray.data  # noqa: F401  registers Ray's tensor type, so pyarrow can read the columns
+
+    if not folder.is_dir():
+        raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
+    table = pq.read_table(folder).sort_by("target_index")
+    windows = table.column("window").combine_chunks().to_numpy()
+    targets = table.column("target").combine_chunks().to_numpy()
+    return (
+        np.asarray(windows, dtype=np.float32),
+        np.asarray(targets, dtype=np.float32),
+        table.column("target_index").to_numpy(),
+    )
