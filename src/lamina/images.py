@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from lamina.config import ExperimentConfig
 from lamina.data.image_parquet import pixels_from_arrow
-from lamina.data.split import SPLIT_NAMES
 from lamina.errors import DataError
 from lamina.ray_runtime import write_parquet
 
@@ -88,15 +87,9 @@ def preprocess_image_splits(
     config: ExperimentConfig, splits_dir: Path, features_dir: Path
 ) -> ImageStandardizer:
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` for every split."""
-    import ray.data
+    from lamina.preprocess import read_split_datasets
 
-    datasets = {}
-    for split in SPLIT_NAMES:
-        path = splits_dir / f"{split}.parquet"
-        if not path.is_file():
-            raise DataError(f"{path}: split not found; run the `prepare` stage first")
-        datasets[split] = ray.data.read_parquet(str(path))
-
+    datasets = read_split_datasets(splits_dir)
     standardizer = fit_image_standardizer(datasets["train"], config)
     for split, dataset in datasets.items():
         transformed = dataset.map_batches(standardizer.transform, batch_format="pyarrow")

@@ -14,6 +14,22 @@ import numpy as np
 from lamina.config import ExperimentConfig
 
 
+def read_split_datasets(splits_dir: Path) -> dict[str, Any]:
+    """The `prepare` stage's three splits as Ray datasets, train first."""
+    import ray.data
+
+    from lamina.data.split import SPLIT_NAMES
+    from lamina.errors import DataError
+
+    datasets = {}
+    for split in SPLIT_NAMES:
+        path = splits_dir / f"{split}.parquet"
+        if not path.is_file():
+            raise DataError(f"{path}: split not found; run the `prepare` stage first")
+        datasets[split] = ray.data.read_parquet(str(path))
+    return datasets
+
+
 def preprocess_splits(config: ExperimentConfig, splits_dir: Path, features_dir: Path) -> Any:
     """Write `features_dir/{train,val,test}/` (Parquet) and return the fitted preprocessor."""
     kind = config.data.kind

@@ -48,6 +48,8 @@ def init_ray(cluster: ClusterConfig) -> None:
             include_dashboard=False,
             **quiet,
         )
+    # The driver's own Ray Data log lines (plans, "execution finished") say nothing a user needs.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     data_context = ray.data.DataContext.get_current()
     data_context.enable_progress_bars = sys.stderr.isatty()
     # Stage output must be reproducible: keep rows in the order they were read.

@@ -21,6 +21,7 @@ import pyarrow as pa
 from lamina.config import ExperimentConfig
 from lamina.data.split import SPLIT_NAMES
 from lamina.errors import DataError
+from lamina.ray_runtime import write_parquet
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,12 @@ def preprocess_series_splits(
 
     for split, targets in _target_positions(lengths, window, horizon).items():
         # One block of target positions: one output file, rows in target order.
-        ray.data.from_numpy(targets).map_batches(
+        windows = ray.data.from_numpy(targets).map_batches(
             _gather_windows,
             batch_format="numpy",
             fn_kwargs={"scaled": scaled, "window": window, "horizon": horizon},
-        ).write_parquet(str(features_dir / split))
+        )
+        write_parquet(windows, features_dir / split)
     return scaler
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from lamina.config import ExperimentConfig, VocabularyConfig
-from lamina.data.split import SPLIT_NAMES
 from lamina.errors import DataError
+from lamina.ray_runtime import write_parquet
 
 PAD, UNKNOWN = "<pad>", "<unk>"
 PAD_ID, UNKNOWN_ID = 0, 1
@@ -161,19 +161,13 @@ def preprocess_text_splits(
     config: ExperimentConfig, splits_dir: Path, features_dir: Path
 ) -> Vocabulary:
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` for every split."""
-    import ray.data
+    from lamina.preprocess import read_split_datasets
 
-    datasets = {}
-    for split in SPLIT_NAMES:
-        path = splits_dir / f"{split}.parquet"
-        if not path.is_file():
-            raise DataError(f"{path}: split not found; run the `prepare` stage first")
-        datasets[split] = ray.data.read_parquet(str(path))
-
+    datasets = read_split_datasets(splits_dir)
     vocabulary = fit_vocabulary(datasets["train"], config.preprocess)
     for split, dataset in datasets.items():
-        dataset.map_batches(vocabulary.transform, batch_format="numpy").write_parquet(
-            str(features_dir / split)
+        write_parquet(
+            dataset.map_batches(vocabulary.transform, batch_format="numpy"), features_dir / split
         )
     return vocabulary
 

@@ -6,7 +6,6 @@ pull from, then `dvc repro` twice and once more after a training knob changes.
 """
 
 import json
-import re
 import shutil
 import subprocess
 import sys

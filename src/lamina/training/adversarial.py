@@ -24,7 +24,7 @@ from lamina.gan_metrics import plot_sample_grid
 from lamina.models.dcgan import build_gan
 from lamina.training.loop import (
     CHECKPOINT_FILE,
-    _gather_generator_states,
+    gather_generator_states,
     log_epoch_to_mlflow,
     progress_line,
     quiet_ray_train_reports,
@@ -175,7 +175,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
 
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None
-            noise_rng_states = _gather_generator_states(noise_rng)
+            noise_rng_states = gather_generator_states(noise_rng)
             if rank == 0:
                 generator_state = unwrap(generator).state_dict()
                 torch.save(

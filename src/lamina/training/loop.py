@@ -154,7 +154,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
 
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None
-            generators = _gather_generator_states(generator)
+            generators = gather_generator_states(generator)
             if rank == 0:
                 torch.save(
                     {
@@ -192,7 +192,7 @@ def quiet_ray_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def _gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
+def gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
     state = generator.get_state()
     if not (dist.is_available() and dist.is_initialized()):
         return [state]
