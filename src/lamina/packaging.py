@@ -103,33 +103,35 @@ def _noise_example(config: ExperimentConfig) -> np.ndarray:
 
 
 def _log_pyfunc(config: ExperimentConfig, paths: ExperimentPaths, model: nn.Module):
+    import tempfile
+
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    staging = paths.base / ".pyfunc-artifacts"
-    staging.mkdir(exist_ok=True)
-    weights = staging / "model.pt"
-    torch.save(model.state_dict(), weights)
-    config_file = staging / "config.yaml"
-    config_file.write_text(dump_config(config))
-    artifacts = {
-        "weights": str(weights),
-        "config": str(config_file),
-        "preprocessor": str(paths.preprocessor),
-    }
-    python_model = TextClassifierModel() if config.data.kind == "text" else ForecasterModel()
-    example = _pyfunc_example(config, paths)
-    python_model.load(artifacts)
-    output = python_model.predict(None, example)
-    return mlflow.pyfunc.log_model(
-        name=MODEL_NAME_IN_RUN,
-        python_model=python_model,
-        artifacts=artifacts,
-        signature=infer_signature(example, output),
-        input_example=example,
-        registered_model_name=config.name,
-        pip_requirements=pip_requirements(),
-    )
+    # MLflow copies the artifacts into the model; the staging folder is only needed meanwhile.
+    with tempfile.TemporaryDirectory() as staging:
+        weights = Path(staging) / "model.pt"
+        torch.save(model.state_dict(), weights)
+        config_file = Path(staging) / "config.yaml"
+        config_file.write_text(dump_config(config))
+        artifacts = {
+            "weights": str(weights),
+            "config": str(config_file),
+            "preprocessor": str(paths.preprocessor),
+        }
+        python_model = TextClassifierModel() if config.data.kind == "text" else ForecasterModel()
+        example = _pyfunc_example(config, paths)
+        python_model.load(artifacts)
+        output = python_model.predict(None, example)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=python_model,
+            artifacts=artifacts,
+            signature=infer_signature(example, output),
+            input_example=example,
+            registered_model_name=config.name,
+            pip_requirements=pip_requirements(),
+        )
 
 
 def _pyfunc_example(config: ExperimentConfig, paths: ExperimentPaths) -> pd.DataFrame:

@@ -6,6 +6,7 @@ pull from, then `dvc repro` twice and once more after a training knob changes.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -226,13 +227,18 @@ def test_second_repro_runs_nothing(clone, first_repro, tracking):
 
 
 def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, first_repro, tracking):
-    _shrink_preset(clone, seed=1)
+    _shrink_preset(clone, "cnn-mnist", seed=1)
     result = run(["dvc", "repro"], clone, **tracking)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for skipped in ("prepare", "preprocess"):
         assert f"Running stage '{skipped}@cnn-mnist'" not in result.stdout
     for rerun in ("configure", "train", "evaluate", "register"):
         assert f"Running stage '{rerun}@cnn-mnist'" in result.stdout
+    # The GAN is judged by cnn-mnist: its score is recomputed, its training is not.
+    assert "Running stage 'evaluate-generator@gan-mnist'" in result.stdout
+    assert "Running stage 'train@gan-mnist'" not in result.stdout
+    for untouched in ("mlp-mnist", "lstm-sentiment", "transformer-sentiment", "gru-co2"):
+        assert not re.search(rf"Running stage '[a-z-]+@{untouched}'", result.stdout)
 
     registration = json.loads((clone / "outputs" / "cnn-mnist" / "registration.json").read_text())
     assert registration["version"] == 2
