@@ -110,11 +110,13 @@ def _client(tracking):
     return MlflowClient(tracking["MLFLOW_TRACKING_URI"])
 
 
-def test_every_stage_ran_and_wrote_its_outputs(clone, first_repro):
-    for stage in ("configure", "prepare", "preprocess", "train", "evaluate", "register"):
-        assert f"Running stage '{stage}@cnn-mnist'" in first_repro.stdout
-    out = clone / "outputs" / "cnn-mnist"
-    for name in (
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_stage_ran_and_wrote_its_outputs(clone, first_repro, name):
+    evaluate = "evaluate-generator" if EXPERIMENTS[name] == "generation" else "evaluate"
+    for stage in ("configure", "prepare", "preprocess", "train", evaluate, "register"):
+        assert f"Running stage '{stage}@{name}'" in first_repro.stdout
+    out = clone / "outputs" / name
+    for path in (
         "config.yaml",
         "splits/train.parquet",
         "features/test",
@@ -122,20 +124,54 @@ def test_every_stage_ran_and_wrote_its_outputs(clone, first_repro):
         "model/model.pt",
         "history.csv",
         "predictions.csv",
-        "plots/confusion_matrix.png",
+        "registration.json",
         "plots/training_curves.png",
     ):
-        assert (out / name).exists(), name
+        assert (out / path).exists(), path
+    task_plot = {
+        "classification": "confusion_matrix.png",
+        "regression": "forecast.png",
+        "generation": "samples.png",
+    }[EXPERIMENTS[name]]
+    assert (out / "plots" / task_plot).is_file()
 
 
-def test_metrics_file_has_the_fixed_keys(clone, first_repro):
-    metrics = json.loads((clone / "outputs" / "cnn-mnist" / "metrics.json").read_text())
-    assert {"test/accuracy", "test/loss"} <= set(metrics)
-    assert len([key for key in metrics if key.startswith("test/class_accuracy/")]) == 10
-    # Two epochs on 800 digits already learn something: far above chance (0.1).
-    assert metrics["test/accuracy"] > 0.3
-    shown = run(["dvc", "metrics", "show", "--json"], clone)
-    assert "test/accuracy" in shown.stdout
+TASK_METRICS = {
+    "classification": {"test/accuracy", "test/loss"},
+    "regression": {
+        "test/mae",
+        "test/rmse",
+        "baseline/naive_mae",
+        "baseline/seasonal_naive_mae",
+        "baseline/linear_ar_mae",
+    },
+    "generation": {"test/fid", "test/min_class_share", "test/mean_confidence"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_metrics_file_has_the_fixed_keys(clone, first_repro, name):
+    metrics = json.loads((clone / "outputs" / name / "metrics.json").read_text())
+    assert TASK_METRICS[EXPERIMENTS[name]] <= set(metrics)
+    assert all(value == value for value in metrics.values())  # no NaN
+    if EXPERIMENTS[name] == "classification":
+        classes = 2 if "sentiment" in name else 10
+        for prefix in ("class_accuracy", "precision", "recall", "f1"):
+            assert len([k for k in metrics if k.startswith(f"test/{prefix}/")]) == classes
+        # Two epochs on 800 rows already learn something: above chance.
+        assert metrics["test/accuracy"] > 1.2 / classes
+    if "sentiment" in name:
+        assert 0.6 < metrics["baseline/tfidf_logreg_accuracy"] <= 1.0
+    if name == "gru-co2":
+        assert 0 < metrics["baseline/linear_ar_mae"] < metrics["baseline/seasonal_naive_mae"]
+    if name == "gan-mnist":
+        assert metrics["test/fid"] > 0 and 0 <= metrics["test/min_class_share"] <= 0.1
+
+
+def test_dvc_metrics_show_lists_every_experiment(clone, first_repro):
+    shown = run(["dvc", "metrics", "show", "--json"], clone).stdout
+    for name in EXPERIMENTS:
+        assert f"outputs/{name}/metrics.json" in shown
 
 
 def test_mlflow_holds_the_run_and_the_champion(clone, first_repro, tracking):
