@@ -35,6 +35,7 @@ lint: install
 
 bench: install
 	python bench/overhead.py
+	python bench/tune_efficiency.py
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000

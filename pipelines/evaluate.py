@@ -31,7 +31,7 @@ EVALUATORS = {
 
 def evaluate(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
-    config = load_resolved_config(paths.config)
+    config = load_resolved_config(paths.trained_config)
     run = RunInfo.load(paths.run_info)
     model = load_trained_model(
         config, paths.model_dir / "model.pt", vocabulary_size(config, paths.preprocessor)

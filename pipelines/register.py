@@ -25,7 +25,7 @@ logger = logging.getLogger("lamina.register")
 
 def register(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
-    config = load_resolved_config(paths.config)
+    config = load_resolved_config(paths.trained_config)
     run = RunInfo.load(paths.run_info)
     metrics = json.loads(paths.metrics.read_text())
     model = load_trained_model(

@@ -3,8 +3,10 @@
 Supervised models train with one loop (classification or regression); a GAN with the
 adversarial loop. Both checkpoint every epoch and keep the best.
 In:  outputs/<experiment>/features/{train,val}/, preprocessor.json (vocabulary size),
-     config sections `data`, `preprocess`, `model`, `train`, `cluster`.
-Out: outputs/<experiment>/model/model.pt (best epoch's weights), history.csv, run.json
+     best_params.yaml (the `tune` stage's pick, applied over the config), config sections
+     `data`, `preprocess`, `model`, `train`, `cluster`.
+Out: outputs/<experiment>/model/model.pt (best epoch's weights) and model/config.yaml (the
+     config it was trained with, tuned values applied), history.csv, run.json
 """
 
 import logging
@@ -12,7 +14,7 @@ import logging
 import torch
 
 from lamina.atomic import atomic_path, atomic_write_text
-from lamina.config import load_resolved_config
+from lamina.config import dump_config, load_best_params, load_resolved_config, with_overrides
 from lamina.entrypoint import run_stage
 from lamina.paths import ExperimentPaths
 from lamina.preprocess import vocabulary_size
@@ -24,11 +26,16 @@ logger = logging.getLogger("lamina.train")
 def train(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
     config = load_resolved_config(paths.config)
+    tuned = load_best_params(paths.best_params)
+    if tuned:
+        logger.info("training with the search's best params: %s", tuned)
+        config = with_overrides(config, tuned)
     outcome = run_training(config, paths, vocabulary_size(config, paths.preprocessor))
 
     with atomic_path(paths.model_dir) as staging:
         staging.mkdir()
         torch.save(outcome.best_weights, staging / "model.pt")
+        (staging / paths.trained_config.name).write_text(dump_config(config))
     atomic_write_text(paths.history, outcome.history.to_csv(index=False))
     with atomic_path(paths.run_info) as staging:
         outcome.run.save(staging)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lamina.errors import ConfigError
 
 # Groups a preset may choose from, in the order they are merged.
-CONFIG_GROUPS = ("data", "model", "train", "cluster")
+CONFIG_GROUPS = ("data", "model", "train", "cluster", "tune")
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu"]
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -259,6 +259,70 @@ class RegistryConfig(_Strict):
     promotion_margin: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class SearchDimension(_Strict):
+    """One searched hyperparameter: a range (uniform, loguniform, int) or a list (choice)."""
+
+    distribution: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> SearchDimension:
+        if self.distribution == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty list of `values`")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice takes `values`, not `low` / `high`")
+            return self
+        if self.values is not None:
+            raise ValueError(f"{self.distribution} takes `low` and `high`, not `values`")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.distribution} needs both `low` and `high`")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+        if self.distribution == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError("int needs whole-number `low` and `high`")
+        return self
+
+    def extremes(self) -> list[Any]:
+        """The values at the edges of the space: if these validate, every sample does."""
+        if self.distribution == "choice":
+            return list(self.values)
+        if self.distribution == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+class TuneConfig(_Strict):
+    """A Ray Tune search over `space` (dotted config keys) before the `train` stage.
+
+    Trials optimise `train.early_stopping.monitor` (in its mode), the metric training itself
+    keeps its best epoch by. The best trial's values are what `train` then trains with.
+    """
+
+    space: dict[str, SearchDimension] = Field(min_length=1)
+    num_trials: Annotated[int, Field(gt=0)] = 8
+    max_epochs_per_trial: Annotated[int, Field(gt=0)] = 4
+    # Stops launching new trials after this long; running ones finish their current epoch.
+    time_budget_s: Annotated[float, Field(gt=0.0)] | None = None
+    searcher: Literal["optuna", "random"] = "optuna"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    # ASHA: every trial gets `grace_period` epochs; then only the best 1/reduction_factor of
+    # the trials at each rung go on training.
+    grace_period: Annotated[int, Field(gt=0)] = 1
+    reduction_factor: Annotated[float, Field(gt=1.0)] = 3.0
+    max_concurrent_trials: Annotated[int, Field(gt=0)] = 2
+    # Per trial: training workers (each holds a GPU when `cluster.use_gpu`) and the CPUs each
+    # one holds. Concurrent trials x workers x CPUs must leave room for Ray Data, as for a
+    # single training run.
+    workers_per_trial: Annotated[int, Field(gt=0)] = 2
+    cpus_per_worker: Annotated[float, Field(gt=0.0)] = 0.25
+    seed: int = 0
+
+
 Task = Literal["classification", "regression", "generation"]
 
 # Which preprocessing and models make sense for which data.
@@ -278,6 +342,8 @@ class ExperimentConfig(_Strict):
     train: TrainConfig
     cluster: ClusterConfig = ClusterConfig()
     registry: RegistryConfig = RegistryConfig()
+    # None: no search; `train` uses the config as written.
+    tune: TuneConfig | None = None
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> ExperimentConfig:
@@ -292,6 +358,8 @@ class ExperimentConfig(_Strict):
                 f"model.kind '{self.model.kind}' does not apply to {self.data.kind} data "
                 f"(use one of: {', '.join(sorted(models))})"
             )
+        if self.tune is not None:
+            _check_search_space(self)
         return self
 
     @property
@@ -299,6 +367,62 @@ class ExperimentConfig(_Strict):
         if self.model.kind == "dcgan":
             return "generation"
         return "regression" if self.data.kind == "series" else "classification"
+
+
+def _check_search_space(config: ExperimentConfig) -> None:
+    """Every searched key exists, and the space's edge values give a valid config.
+
+    So a bad space fails when the config is composed, before any trial starts.
+    """
+    base = config.model_dump(mode="json")
+    base.pop("tune")
+    for key, dimension in config.tune.space.items():
+        if key.split(".")[0] in ("name", "data", "split", "tune"):
+            raise ValueError(f"tune.space.{key}: only model, train, preprocess, cluster can vary")
+        for value in dimension.extremes():
+            try:
+                ExperimentConfig.model_validate(set_dotted(base, key, value))
+            except KeyError:
+                raise ValueError(f"tune.space.{key}: no such config key") from None
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"]
+                raise ValueError(
+                    f"tune.space.{key}: value {value!r} is invalid: {problem}"
+                ) from None
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of `tree` with `key` ("train.lr") set; the key must already exist."""
+    head, _, rest = key.partition(".")
+    if not isinstance(tree, dict) or head not in tree:
+        raise KeyError(key)
+    copy = dict(tree)
+    copy[head] = set_dotted(tree[head], rest, value) if rest else value
+    return copy
+
+
+def with_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """`config` with dotted keys replaced (a trial's sample, the best trial's params)."""
+    tree = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        try:
+            tree = set_dotted(tree, key, value)
+        except KeyError:
+            raise ConfigError(f"{key}: no such config key to override") from None
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(Path("<overrides>"), exc)) from None
+
+
+def load_best_params(path: Path) -> dict[str, Any]:
+    """The `params` the `tune` stage wrote: dotted keys -> values (empty without a search)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the `tune` stage first (`dvc repro`)")
+    params = _read_yaml_mapping(path).get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: `params` must map config keys to values")
+    return params
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -351,7 +475,9 @@ def _format_validation_error(source: Path, error: ValidationError) -> str:
         key = ".".join(location) or "<root>"
         given = item.get("input")
         shown = "" if isinstance(given, dict) or item["type"] == "missing" else f" (got {given!r})"
-        problems.append(f"{key}: {item['msg']}{shown}")
+        # Our own validators' messages name their keys already; pydantic prefixes them.
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{message}{shown}" if key == "<root>" else f"{key}: {message}{shown}")
     return f"{source}: invalid config: " + "; ".join(problems)
 
 

@@ -20,3 +20,7 @@ class DataError(LaminaError):
 
 class TrackingError(LaminaError):
     """The MLflow tracking server or registry cannot be used."""
+
+
+class SearchError(LaminaError):
+    """A hyperparameter search that produced no usable trial."""

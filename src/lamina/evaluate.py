@@ -134,7 +134,7 @@ def evaluate_generator(
     from lamina.models import load_trained_model
 
     judge_paths = ExperimentPaths(config.model.judge_experiment, paths.root)
-    judge_config = load_resolved_config(judge_paths.config)
+    judge_config = load_resolved_config(judge_paths.trained_config)
     judge = load_trained_model(judge_config, judge_paths.model_dir / "model.pt")
     judge_scale = ImageStandardizer.load(judge_paths.preprocessor)
 

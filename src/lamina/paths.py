@@ -40,10 +40,24 @@ class ExperimentPaths:
     def preprocessor(self) -> Path:
         return self.base / "preprocessor.json"
 
-    # train: best weights, per-epoch history, the MLflow run that holds it all
+    # tune: the best trial's params (what `train` applies), the trials table and its plots
+    @property
+    def best_params(self) -> Path:
+        return self.base / "best_params.yaml"
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.base / "tune"
+
+    # train: best weights and the config they were trained with (tuned values applied),
+    # per-epoch history, the MLflow run that holds it all
     @property
     def model_dir(self) -> Path:
         return self.base / "model"
+
+    @property
+    def trained_config(self) -> Path:
+        return self.model_dir / "config.yaml"
 
     @property
     def history(self) -> Path:
@@ -75,3 +89,8 @@ class ExperimentPaths:
     @property
     def ray_storage(self) -> Path:
         return (self.root / ".lamina" / "ray").resolve()
+
+    # Ray Tune's search state, kept until the `tune` stage finishes (for resuming); not DVC's.
+    @property
+    def tune_state(self) -> Path:
+        return (self.root / ".lamina" / "tune" / self.name).resolve()

@@ -80,3 +80,34 @@ def plot_forecast(predictions: pd.DataFrame, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_search(trials: pd.DataFrame, space: dict, metric: str, path: Path) -> None:
+    """The search at a glance: the metric per trial, then the metric against each parameter."""
+    done = trials[trials["status"] != "error"]
+    columns = 1 + len(space)
+    figure, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.4), squeeze=False)
+    first = axes[0][0]
+    colours = ["tab:green" if s == "completed" else "tab:grey" for s in done["status"]]
+    first.bar(done["trial"], done[metric], color=colours)
+    first.set_xlabel("trial (grey: stopped early)")
+    first.set_ylabel(f"best {metric}")
+    first.set_title("Per trial")
+    low, high = done[metric].min(), done[metric].max()
+    margin = 0.1 * (high - low) or 0.01 * abs(high) or 0.01
+    first.set_ylim(low - margin, high + margin)
+    for axis, (key, dimension) in zip(axes[0][1:], space.items(), strict=True):
+        if dimension.distribution == "choice":
+            labels = [str(v) for v in dimension.values]
+            positions = [labels.index(str(v)) for v in done[key]]
+            axis.scatter(positions, done[metric], color=colours)
+            axis.set_xticks(range(len(labels)), labels)
+        else:
+            axis.scatter(done[key], done[metric], color=colours)
+            if dimension.distribution == "loguniform":
+                axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_title(f"{metric} vs {key}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

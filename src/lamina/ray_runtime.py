@@ -33,6 +33,10 @@ def init_ray(cluster: ClusterConfig) -> None:
         # Ray Data's progress bars, redrawn by every task and worker, flood a non-terminal log.
         "runtime_env": {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
     }
+    # `logging_config` sets the level of every process in the job, this driver's root logger
+    # included: without the restore below, the stage's own INFO lines would vanish.
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
     if address:
         try:
             ray.init(address=address, **quiet)
@@ -48,10 +52,19 @@ def init_ray(cluster: ClusterConfig) -> None:
             include_dashboard=False,
             **quiet,
         )
-    # The driver's own Ray Data log lines (plans, "execution finished") say nothing a user needs.
+    root.setLevel(root_level)
+    root.handlers = root_handlers
+    configure_ray_data(progress_bars=sys.stderr.isatty())
+
+
+def configure_ray_data(progress_bars: bool) -> None:
+    """Ray Data settings for this process: the stage's driver, or a Tune trial's process."""
+    import ray.data
+
+    # Ray Data's own log lines (plans, "execution finished") say nothing a user needs.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     data_context = ray.data.DataContext.get_current()
-    data_context.enable_progress_bars = sys.stderr.isatty()
+    data_context.enable_progress_bars = progress_bars
     # Stage output must be reproducible: keep rows in the order they were read.
     data_context.execution_options.preserve_order = True
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamina.config import available_experiments, compose_experiment, flatten_config
+from lamina.config import CONFIG_GROUPS, available_experiments, compose_experiment, flatten_config
 from lamina.errors import ConfigError
 from tests.conftest import CONF_DIR
 
@@ -53,7 +53,7 @@ def test_preset_overrides_group_defaults(cnn_config):
 
 
 def _write_preset(conf: Path, body: dict) -> None:
-    for group in ("data", "model", "train", "cluster"):
+    for group in CONFIG_GROUPS:
         source = CONF_DIR / group
         (conf / group).mkdir(parents=True, exist_ok=True)
         for path in source.glob("*.yaml"):
@@ -68,6 +68,10 @@ def _write_preset(conf: Path, body: dict) -> None:
     (conf / "experiment" / "bad.yaml").write_text(yaml.safe_dump(base))
 
 
+def _space(key: str, **dimension: object) -> dict:
+    return {"tune": {"space": {key: dimension}}}
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -76,7 +80,10 @@ def _write_preset(conf: Path, body: dict) -> None:
         ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid integer"),
         ({"train": {"learning_rate": 0.1}}, "train.learning_rate: Extra inputs are not permitted"),
         ({"model": {"activation": "swish"}}, "model.activation: Input should be"),
-        ({"split": {"val_fraction": 0.5, "test_fraction": 0.45}}, "split: Value error"),
+        (
+            {"split": {"val_fraction": 0.5, "test_fraction": 0.45}},
+            "split: val_fraction + test_fraction must leave",
+        ),
         ({"split": {"test_fraction": 1.5}}, "split.test_fraction: Input should be less than 1"),
         ({"cluster": {"num_workers": 0}}, "cluster.num_workers: Input should be greater than 0"),
         ({"unknown_section": {"a": 1}}, "unknown_section: Extra inputs are not permitted"),
@@ -85,6 +92,33 @@ def _write_preset(conf: Path, body: dict) -> None:
         ({"preprocess": {"kind": "vocabulary"}}, "preprocess.kind 'vocabulary' does not apply"),
         ({"defaults": {"model": "transformer"}}, "model.kind 'transformer' does not apply"),
         ({"preprocess": {"kind": "fourier"}}, "preprocess: Input tag 'fourier'"),
+        # Search spaces: wrong before any trial starts.
+        (_space("train.lr", distribution="normal", low=1, high=2), "tune.space.train.lr.dist"),
+        (
+            _space("train.lr", distribution="loguniform", low=0.1, high=0.01),
+            "tune.space.train.lr: low (0.1) must be below high (0.01)",
+        ),
+        (
+            _space("train.lr", distribution="loguniform", low=0.0, high=0.01),
+            "tune.space.train.lr: loguniform needs low > 0",
+        ),
+        (
+            _space("model.activation", distribution="choice", values=[]),
+            "tune.space.model.activation: a choice needs a non-empty list",
+        ),
+        (
+            _space("model.widht", distribution="int", low=1, high=4),
+            "tune.space.model.widht: no such config key",
+        ),
+        (
+            _space("model.dropout", distribution="uniform", low=0.1, high=1.5),
+            "tune.space.model.dropout: value 1.5 is invalid: Input should be less than 1",
+        ),
+        (
+            _space("model.activation", distribution="choice", values=["relu", "swish"]),
+            "tune.space.model.activation: value 'swish' is invalid",
+        ),
+        ({"tune": {"num_trials": 0}}, "tune.num_trials: Input should be greater than 0"),
     ],
 )
 def test_bad_config_is_one_error_naming_file_and_key(tmp_path, override, expected):
@@ -114,3 +148,24 @@ def test_flattened_params_are_dotted_strings(cnn_config):
     assert flat["train.lr"] == str(cnn_config.train.lr)
     assert flat["model.channels"] == str(cnn_config.model.channels)
     assert all(isinstance(value, str) for value in flat.values())
+
+
+def test_every_search_has_dvc_plots_per_trial_and_per_parameter():
+    dvc = yaml.safe_load((CONF_DIR.parent / "dvc.yaml").read_text())
+    for name in available_experiments(CONF_DIR):
+        config = compose_experiment(name, CONF_DIR)
+        if config.tune is None:
+            continue
+        trials = f"outputs/{name}/tune/trials.csv"
+        monitor = config.train.early_stopping.monitor
+        scatter_x = set()
+        for entry in dvc["plots"]:
+            if isinstance(entry, dict):
+                (spec,) = entry.values()
+                if spec.get("x") == "trial" and trials in entry:
+                    assert spec["y"] == monitor
+                elif isinstance(spec.get("x"), dict) and trials in spec["x"]:
+                    assert spec["y"] == {trials: monitor}
+                    scatter_x.add(spec["x"][trials])
+        assert {trials: {"x": "trial", "y": monitor}} in dvc["plots"], name
+        assert scatter_x == set(config.tune.space), name

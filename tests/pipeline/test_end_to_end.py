@@ -6,16 +6,20 @@ pull from, then `dvc repro` twice and once more after a training knob changes.
 """
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, run
+from tests.conftest import REPO_ROOT, run, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +60,10 @@ EXPERIMENTS = {  # name -> task
 }
 
 
+# Presets that search before training (`defaults.tune`): shrunk to three one-epoch trials.
+TUNED = {"cnn-mnist": "val/loss", "transformer-sentiment": "val/accuracy"}
+
+
 def _shrink_preset(repo: Path, name: str, **train: object) -> None:
     path = repo / "conf" / "experiment" / f"{name}.yaml"
     preset = yaml.safe_load(path.read_text())
@@ -63,6 +71,9 @@ def _shrink_preset(repo: Path, name: str, **train: object) -> None:
         preset.setdefault("data", {})["max_samples"] = 1000
     epochs = 1 if name == "gan-mnist" else 2
     preset["train"] = {**preset.get("train", {}), "epochs": epochs, **train}
+    if name in TUNED:
+        assert "tune" in preset["defaults"], f"{name} is expected to search by default"
+        preset["tune"] = {"num_trials": 3, "max_epochs_per_trial": 1}
     path.write_text(yaml.safe_dump(preset, sort_keys=False))
 
 
@@ -113,7 +124,7 @@ def _client(tracking):
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_stage_ran_and_wrote_its_outputs(clone, first_repro, name):
     evaluate = "evaluate-generator" if EXPERIMENTS[name] == "generation" else "evaluate"
-    for stage in ("configure", "prepare", "preprocess", "train", evaluate, "register"):
+    for stage in ("configure", "prepare", "preprocess", "tune", "train", evaluate, "register"):
         assert f"Running stage '{stage}@{name}'" in first_repro.stdout
     out = clone / "outputs" / name
     for path in (
@@ -121,7 +132,10 @@ def test_every_stage_ran_and_wrote_its_outputs(clone, first_repro, name):
         "splits/train.parquet",
         "features/test",
         "preprocessor.json",
+        "best_params.yaml",
+        "tune/trials.csv",
         "model/model.pt",
+        "model/config.yaml",
         "history.csv",
         "predictions.csv",
         "registration.json",
@@ -187,6 +201,11 @@ def test_mlflow_holds_the_run_and_the_champion(clone, first_repro, tracking):
     assert len(mlflow_run.data.tags["mlflow.source.git.commit"]) >= 40
     history = client.get_metric_history(run_info["run_id"], "val/loss")
     assert [point.step for point in history] == [0, 1]
+    # The stage's history.csv (DVC plots, training curves) holds every epoch, not only the
+    # ones whose checkpoints Ray kept.
+    table = pd.read_csv(clone / "outputs" / "cnn-mnist" / "history.csv")
+    assert table["epoch"].tolist() == [0, 1]
+    assert table["val/loss"].tolist() == pytest.approx([point.value for point in history])
     assert "test/accuracy" in mlflow_run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_info["run_id"], "evaluation")}
     assert "evaluation/plots" in artifacts
@@ -257,6 +276,53 @@ def test_registered_model_predicts_raw_pixels_in_a_fresh_process(clone, first_re
     assert float(accuracy) == pytest.approx(metrics["test/accuracy"], abs=1e-6)
 
 
+def _approx(value):
+    return pytest.approx(value) if isinstance(value, float) else value
+
+
+@pytest.mark.parametrize("name", sorted(TUNED))
+def test_search_is_a_parent_run_with_a_child_per_trial_and_feeds_training(
+    clone, first_repro, tracking, name
+):
+    monitor = TUNED[name]
+    out = clone / "outputs" / name
+    best = yaml.safe_load((out / "best_params.yaml").read_text())
+    trials = pd.read_csv(out / "tune" / "trials.csv")
+    assert len(trials) == 3 and set(trials["status"]) <= {"completed", "stopped"}
+    assert (out / "tune" / "search.png").is_file()
+    choose = trials[monitor].idxmax() if monitor.endswith("accuracy") else trials[monitor].idxmin()
+    assert best["best_trial"] == trials.loc[choose, "trial"]
+    assert best[monitor] == pytest.approx(trials.loc[choose, monitor])
+
+    # `train` trained with exactly the best trial's values, and says so in MLflow.
+    trained = yaml.safe_load((out / "model" / "config.yaml").read_text())
+    for key, value in best["params"].items():
+        section, field = key.split(".", 1)
+        assert trained[section][field] == _approx(value)
+        assert trials.loc[choose, key] == _approx(value)
+    client = _client(tracking)
+    train_run = client.get_run(json.loads((out / "run.json").read_text())["run_id"])
+    for key, value in best["params"].items():
+        assert train_run.data.params[key] == str(value)
+
+    parent = client.get_run(best["mlflow_search_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["lamina.stage"] == "tune"
+    assert parent.data.tags["lamina.best_trial"] == str(best["best_trial"])
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} == {
+        "search/trials.csv",
+        "search/search.png",
+    }
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert sorted(c.data.tags["lamina.trial_id"] for c in children) == sorted(trials["trial_id"])
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert [p.step for p in client.get_metric_history(child.info.run_id, monitor)] == [0]
+        assert child.data.params["train.epochs"] == "1"
+
+
 def test_second_repro_runs_nothing(clone, first_repro, tracking):
     again = run(["dvc", "repro"], clone, **tracking)
     assert again.returncode == 0
@@ -269,7 +335,8 @@ def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, fir
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for skipped in ("prepare", "preprocess"):
         assert f"Running stage '{skipped}@cnn-mnist'" not in result.stdout
-    for rerun in ("configure", "train", "evaluate", "register"):
+    # The search trains with the train section too, so it runs again before training.
+    for rerun in ("configure", "tune", "train", "evaluate", "register"):
         assert f"Running stage '{rerun}@cnn-mnist'" in result.stdout
     # The GAN is judged by cnn-mnist: its score is recomputed, its training is not.
     assert "Running stage 'evaluate-generator@gan-mnist'" in result.stdout
@@ -285,6 +352,79 @@ def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, fir
     assert int(client.get_model_version_by_alias("cnn-mnist", registration["alias"]).version) == 2
     champion = client.get_model_version_by_alias("cnn-mnist", "champion")
     assert int(champion.version) == (2 if beat else 1)
+
+
+def _search_runs(client, experiment: str) -> list:
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([experiment_id], filter_string="tags.`lamina.stage` = 'tune'")
+
+
+def test_killed_search_resumes_from_its_saved_state(clone, first_repro, tracking):
+    """Kill the `tune` stage (its whole process group, Ray included) after a trial finished;
+    `dvc repro` then resumes that search: same MLflow runs, finished trials not run again."""
+    path = clone / "conf" / "experiment" / "cnn-mnist.yaml"
+    preset = yaml.safe_load(path.read_text())
+    # One trial at a time, two epochs each, and a new seed: a search of its own.
+    preset["tune"] = {
+        "num_trials": 3,
+        "max_epochs_per_trial": 2,
+        "max_concurrent_trials": 1,
+        "scheduler": "fifo",
+        "seed": 7,
+    }
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))
+    assert run(["dvc", "repro", "configure@cnn-mnist"], clone, **tracking).returncode == 0
+    client = _client(tracking)
+    searches_before = len(_search_runs(client, "cnn-mnist"))
+    best_before = (clone / "outputs" / "cnn-mnist" / "best_params.yaml").read_text()
+
+    log_path = clone.parent / "killed-tune.log"
+    with log_path.open("w") as log:
+        stage = subprocess.Popen(
+            [sys.executable, "pipelines/tune.py", "cnn-mnist"],
+            cwd=clone,
+            env=venv_env(**tracking),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: Ray's processes die with it
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while (
+                "trial 2/3" not in log_path.read_text()
+                or "started" not in (log_path.read_text().split("trial 2/3", 1)[1])
+            ):
+                assert stage.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(1)
+            time.sleep(12)  # into trial 2's training, past a save of the search's state
+        finally:
+            os.killpg(stage.pid, signal.SIGKILL)
+            stage.wait()
+    # Nothing DVC would take as the stage's result.
+    assert (clone / "outputs" / "cnn-mnist" / "best_params.yaml").read_text() == best_before
+    assert "tune@cnn-mnist" in run(["dvc", "status", "tune@cnn-mnist"], clone).stdout
+
+    resumed = run(["dvc", "repro", "tune@cnn-mnist"], clone, **tracking)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output[-3000:]
+    assert "resuming the interrupted search" in output
+    assert not re.search(r"trial 1/3 \(\w+\) started", output)  # it had finished: kept
+    assert re.search(r"trial 3/3 \(\w+\) started", output)
+    trials = pd.read_csv(clone / "outputs" / "cnn-mnist" / "tune" / "trials.csv")
+    assert len(trials) == 3 and (trials["epochs"] == 2).all()
+
+    searches = _search_runs(client, "cnn-mnist")
+    assert len(searches) == searches_before + 1  # the resumed search kept its parent run
+    parent = max(searches, key=lambda r: r.info.start_time)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert sorted(c.data.tags["lamina.trial_id"] for c in children) == sorted(trials["trial_id"])
+    for child in children:  # no epoch logged twice, none missing
+        steps = [p.step for p in client.get_metric_history(child.info.run_id, "val/loss")]
+        assert sorted(steps) == [0, 1]
 
 
 def test_push_then_pull_into_an_empty_workspace(clone, first_repro):

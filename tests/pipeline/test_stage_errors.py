@@ -83,13 +83,22 @@ def test_prepare_rejects_bad_raw_data_and_writes_nothing(workspace, case):
     _no_stage_output(workspace, "splits")
 
 
-def test_train_refuses_an_unreachable_tracking_server(workspace):
+@pytest.mark.parametrize(("stage", "output"), [("tune", "best_params.yaml"), ("train", "model")])
+def test_tracking_stages_refuse_an_unreachable_server(workspace, stage, output):
     assert _stage(workspace, "configure").returncode == 0
+    if stage == "train":  # what `tune` leaves for an experiment without a search
+        (workspace / "outputs" / "cnn-mnist" / "best_params.yaml").write_text("params: {}\n")
     result = run(
-        [sys.executable, str(REPO_ROOT / "pipelines" / "train.py"), "cnn-mnist"],
+        [sys.executable, str(REPO_ROOT / "pipelines" / f"{stage}.py"), "cnn-mnist"],
         workspace,
         MLFLOW_TRACKING_URI="http://user:secret@127.0.0.1:9/",
     )
     _assert_one_line_error(result, "http://user:***@127.0.0.1:9/", "not reachable")
     assert "secret" not in result.stderr
+    _no_stage_output(workspace, output)
+
+
+def test_train_without_the_tune_stage_output_says_which_stage_to_run(workspace):
+    assert _stage(workspace, "configure").returncode == 0
+    _assert_one_line_error(_stage(workspace, "train"), "best_params.yaml", "`tune` stage")
     _no_stage_output(workspace, "model")

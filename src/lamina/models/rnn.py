@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lamina.models.activations import make_activation
 
@@ -13,8 +14,10 @@ RECURRENT_CELLS: dict[str, type[nn.LSTM | nn.GRU]] = {"lstm": nn.LSTM, "gru": nn
 class RNNClassifier(nn.Module):
     """(B, L) token ids, 0 = padding -> embeddings -> LSTM / GRU -> [mean ; max] -> logits (B, C).
 
-    Padding sits at the end of each row. The recurrent layer runs over it too (no packing, so the
-    forward pass has no data-dependent control flow); pooling then looks at real tokens only.
+    Padding sits at the end of each row. The sequences are packed, so the recurrent layer never
+    reads padding: the backward direction of a bidirectional layer starts at each row's last real
+    token, and a row's prediction does not depend on how much padding follows it. Packing also
+    skips the padding's compute (most snippets are far shorter than `max_length`).
     """
 
     def __init__(
@@ -50,8 +53,20 @@ class RNNClassifier(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        lengths = (tokens != 0).sum(dim=1)  # (B,)
+        # An all-padding row is run as one padding step (packing needs length >= 1); the
+        # pooling below still sees no real token in it and gives zeros.
+        packed = pack_padded_sequence(
+            self.embedding_dropout(self.embedding(tokens)),
+            lengths.clamp(min=1).cpu(),
+            batch_first=True,
+            enforce_sorted=False,
+        )
+        packed_states, _ = self.recurrent(packed)
+        states, _ = pad_packed_sequence(
+            packed_states, batch_first=True, total_length=tokens.shape[1]
+        )  # (B, L, S), zeros after each row's end
         real = (tokens != 0).unsqueeze(-1)  # (B, L, 1)
-        states, _ = self.recurrent(self.embedding_dropout(self.embedding(tokens)))  # (B, L, S)
         weights = real.to(states.dtype)
         # A row of only padding pools to zeros (divide by at least 1, max over nothing -> 0).
         mean = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, S)

@@ -195,5 +195,5 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
                 log_epoch_to_mlflow(loop_config, metrics, epoch)
                 _log_samples_to_mlflow(loop_config, generator, fixed_noise, epoch)
-                logger.info(progress_line(epoch, train.epochs, metrics))
+                logger.info(progress_line(epoch, train.epochs, metrics, loop_config.get("label")))
             ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)

@@ -38,35 +38,54 @@ class TrainingOutcome:
     best_weights: dict  # the model's state_dict at the best epoch
 
 
-def open_training_run(config: ExperimentConfig, root: Path) -> tuple[str, str]:
-    """Create the MLflow run (experiment = preset name) with params and lineage tags."""
-    from mlflow.entities import Param
+def open_training_run(
+    config: ExperimentConfig,
+    root: Path,
+    *,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    stage: str = "train",
+) -> tuple[str, str]:
+    """Create the MLflow run (experiment = preset name) with params and lineage tags.
+
+    A Tune trial's run names its search's run as parent, so the UI nests it there.
+    """
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(root)
     check_tracking_server(uri)
     client = MlflowClient(uri)
     experiment_id = get_or_create_experiment(client, config.name, root)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{config.name}-train",
-        tags={
-            "lamina.experiment": config.name,
-            "lamina.stage": "train",
-            "mlflow.source.git.commit": git_commit(root),
-            "lamina.dvc_data_hash": dvc_data_hash(root),
-        },
-    )
-    params = [Param(key, value) for key, value in flatten_config(config).items()]
-    for start in range(0, len(params), 100):  # log_batch takes at most 100 params a call
-        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    tags = {
+        "lamina.experiment": config.name,
+        "lamina.stage": stage,
+        "mlflow.source.git.commit": git_commit(root),
+        "lamina.dvc_data_hash": dvc_data_hash(root),
+    }
+    if parent_run_id is not None:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name or f"{config.name}-{stage}", tags=tags)
+    log_params(client, run.info.run_id, flatten_config(config))
     return run.info.run_id, experiment_id
 
 
-def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config: dict):
+def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    batch = [Param(key, value) for key, value in params.items()]
+    for start in range(0, len(batch), 100):  # log_batch takes at most 100 params a call
+        client.log_batch(run_id, params=batch[start : start + 100])
+
+
+def load_training_data(config: ExperimentConfig, paths: ExperimentPaths) -> dict:
+    """The `train` and `val` features as Ray Datasets, held in the object store as configured.
+
+    Every worker reads all of `val` every epoch: materialised once, it is not re-read from
+    Parquet each time. `train` is sharded across workers either way. A search loads them once
+    for all its trials: reads started inside a trial would compete with the other trials'
+    workers for CPUs and could wait forever.
+    """
     import ray.data
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
     datasets = {}
     for split in ("train", "val"):
@@ -74,11 +93,25 @@ def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config:
         if not folder.is_dir():
             raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
         datasets[split] = ray.data.read_parquet(str(folder.resolve()))
-    # Every worker reads all of `val` every epoch: hold it in the object store once instead of
-    # re-reading Parquet each time. `train` is sharded across workers either way.
     datasets["val"] = datasets["val"].materialize()
     if config.cluster.materialize_train:
         datasets["train"] = datasets["train"].materialize()
+    return datasets
+
+
+def build_trainer(
+    config: ExperimentConfig,
+    datasets: dict,
+    loop_config: dict,
+    *,
+    run_name: str,
+    storage_path: Path,
+    callbacks: list | None = None,
+):
+    """The `TorchTrainer` for one training run; `run_name` under `storage_path` is where its
+    checkpoints go, and a second fit with the same name resumes from them."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
 
     cluster, stopping = config.cluster, config.train.early_stopping
     resources = {"CPU": cluster.cpus_per_worker}
@@ -97,9 +130,9 @@ def build_trainer(config: ExperimentConfig, paths: ExperimentPaths, loop_config:
             resources_per_worker=resources,
         ),
         run_config=ray.train.RunConfig(
-            # A fresh name per fit: reusing one silently resumes that run's old checkpoints.
-            name=f"{config.name}-{uuid.uuid4().hex[:8]}",
-            storage_path=str(paths.ray_storage),
+            name=run_name,
+            storage_path=str(storage_path),
+            callbacks=callbacks,
             # Ray keeps the `num_to_keep` best by the monitored metric plus always the latest,
             # which is what a restart after a worker failure resumes from.
             checkpoint_config=ray.train.CheckpointConfig(
@@ -130,13 +163,16 @@ def run_training(
         init_ray(config.cluster)
         trainer = build_trainer(
             config,
-            paths,
+            load_training_data(config, paths),
             {
                 "experiment": config.model_dump(mode="json"),
                 "mlflow_run_id": run_id,
                 "tracking_uri": uri,
                 "vocab_size": vocab_size,
             },
+            # A fresh name per fit: reusing one silently resumes that run's old checkpoints.
+            run_name=f"{config.name}-{uuid.uuid4().hex[:8]}",
+            storage_path=paths.ray_storage,
         )
         result = trainer.fit()
     except BaseException:
@@ -145,7 +181,9 @@ def run_training(
 
     stopping = config.train.early_stopping
     best = result.get_best_checkpoint(metric=stopping.monitor, mode=stopping.mode)
-    history = result.metrics_dataframe
+    # Ray's `metrics_dataframe` holds only the epochs whose checkpoints it kept; the MLflow run
+    # holds every epoch (rank 0 logged each one), including those before a restart.
+    history = epoch_history(client, run_id)
     scores = history[stopping.monitor]
     best_row = history.loc[scores.idxmax() if stopping.mode == "max" else scores.idxmin()]
     run = RunInfo(
@@ -163,10 +201,15 @@ def run_training(
     # The best weights now travel with the stage's outputs and the MLflow run; Ray's run folder
     # (best and latest checkpoints) is only needed while the fit is in progress.
     result.filesystem.delete_dir(result.path)
-    return TrainingOutcome(run, history_table(history), state["model"])
+    return TrainingOutcome(run, history, state["model"])
 
 
-def history_table(history: pd.DataFrame) -> pd.DataFrame:
-    """The per-epoch columns worth keeping (Ray adds bookkeeping columns of its own)."""
-    keep = ["epoch"] + [c for c in history.columns if "/" in c or c in ("lr", "epoch_seconds")]
-    return history[keep].sort_values("epoch").reset_index(drop=True)
+def epoch_history(client, run_id: str) -> pd.DataFrame:
+    """One row per epoch (`epoch` from 0) and one column per metric logged at step = epoch."""
+    columns = {
+        key: {point.step: point.value for point in client.get_metric_history(run_id, key)}
+        for key in sorted(client.get_run(run_id).data.metrics)
+    }
+    table = pd.DataFrame(columns).sort_index()
+    table.index.name = "epoch"
+    return table.reset_index()

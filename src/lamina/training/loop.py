@@ -170,7 +170,9 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
                 log_epoch_to_mlflow(loop_config, metrics, epoch)
-                logger.info(progress_line(epoch, config.train.epochs, metrics))
+                logger.info(
+                    progress_line(epoch, config.train.epochs, metrics, loop_config.get("label"))
+                )
             ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)
         if stopping.should_stop:
             if rank == 0:
@@ -205,8 +207,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def progress_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+def progress_line(
+    epoch: int, epochs: int, metrics: dict[str, float], label: str | None = None
+) -> str:
+    """One line per epoch; `label` tells concurrent runs (Tune trials) apart."""
     shown = "  ".join(
         f"{key} {value:.4f}" for key, value in metrics.items() if key != "epoch_seconds"
     )
-    return f"epoch {epoch + 1}/{epochs}  {shown}  ({metrics['epoch_seconds']:.1f} s)"
+    prefix = f"{label}: " if label else ""
+    return f"{prefix}epoch {epoch + 1}/{epochs}  {shown}  ({metrics['epoch_seconds']:.1f} s)"

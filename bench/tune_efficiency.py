@@ -1,0 +1,129 @@
+"""ASHA against no early stopping: the same trials, how many epochs each needs to find the best.
+
+One experiment's real search space (default `cnn-mnist`, its `conf/tune/` group), run twice
+through `lamina.tuning.search.run_search`, the code the `tune` stage runs:
+
+1. scheduler `fifo`: every trial trains `max_epochs_per_trial` epochs (no early stopping, and
+   the experiment's own early stopping switched off for both runs);
+2. scheduler `asha`: weak trials stop at the rungs (grace period, then x reduction factor).
+
+Both use the random searcher with the same seed, so both runs train exactly the same sampled
+configurations and the comparison isolates the scheduler. Printed: total epochs trained, wall
+time and the best validation metric of each, and the ratios. Goal (issue 4): ASHA's best within
+1% of the no-stopping best with at most 40% of its epochs.
+
+Needs the experiment's preprocessed features (`make run`, or `dvc repro preprocess@NAME`).
+Tracking goes to a throwaway SQLite store. Usage:
+`.venv/bin/python bench/tune_efficiency.py [--experiment cnn-mnist] [--trials 9] [--epochs 9]`
+Results: printed, and written to `bench/results/tune_efficiency.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from lamina.config import load_resolved_config, with_overrides
+from lamina.paths import ExperimentPaths
+from lamina.preprocess import vocabulary_size
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "tune_efficiency.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--experiment", default="cnn-mnist")
+    parser.add_argument("--trials", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    source = ExperimentPaths(args.experiment, REPO)
+    config = load_resolved_config(source.config)
+    if config.tune is None:
+        raise SystemExit(f"{args.experiment} has no `tune` section to benchmark")
+    if not source.features.is_dir():
+        raise SystemExit(
+            f"{source.features}: not found; run `dvc repro preprocess@{args.experiment}`"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="lamina-tune-bench-") as scratch:
+        root = Path(scratch)
+        paths = ExperimentPaths(args.experiment, root)
+        shutil.copytree(source.features, paths.features)
+        shutil.copy(source.preprocessor, paths.preprocessor)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+        vocab = vocabulary_size(config, paths.preprocessor)
+
+        runs = {}
+        for scheduler in ("fifo", "asha"):
+            tuned = with_overrides(
+                config,
+                {
+                    "tune.scheduler": scheduler,
+                    "tune.searcher": "random",
+                    "tune.num_trials": args.trials,
+                    "tune.max_epochs_per_trial": args.epochs,
+                    # Only the scheduler may stop a trial early here.
+                    "train.early_stopping.patience": args.epochs + 1,
+                },
+            )
+            from lamina.tuning.search import forget_search, run_search
+
+            started = time.perf_counter()
+            outcome = run_search(tuned, paths, vocab)
+            wall = time.perf_counter() - started
+            forget_search(tuned, paths)
+            runs[scheduler] = {
+                "epochs_trained": int(outcome.trials["epochs"].sum()),
+                "wall_s": round(wall, 1),
+                "best_value": outcome.best_value,
+                "best_trial": outcome.best_trial,
+                "epochs_per_trial": outcome.trials["epochs"].tolist(),
+            }
+
+    monitor, mode = config.train.early_stopping.monitor, config.train.early_stopping.mode
+    fifo, asha = runs["fifo"], runs["asha"]
+    # "Within 1%": relative gap of ASHA's best to the no-stopping best, in the metric's direction.
+    gap = (asha["best_value"] - fifo["best_value"]) / abs(fifo["best_value"])
+    if mode == "max":
+        gap = -gap
+    summary = {
+        "experiment": args.experiment,
+        "metric": monitor,
+        "mode": mode,
+        "trials": args.trials,
+        "max_epochs_per_trial": args.epochs,
+        "runs": runs,
+        "epoch_ratio_asha_over_fifo": round(asha["epochs_trained"] / fifo["epochs_trained"], 3),
+        "wall_ratio_asha_over_fifo": round(asha["wall_s"] / fifo["wall_s"], 3),
+        "best_gap_relative": round(gap, 4),  # > 0: ASHA's best is worse by this fraction
+        "goal_met": gap <= 0.01 and asha["epochs_trained"] <= 0.4 * fifo["epochs_trained"],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    print(f"\n{args.experiment}: {args.trials} trials, up to {args.epochs} epochs, by {monitor}")
+    for name, run in runs.items():
+        print(
+            f"  {name:5s} epochs {run['epochs_trained']:4d}  wall {run['wall_s']:7.1f} s  "
+            f"best {run['best_value']:.4f} (trial {run['best_trial']})"
+        )
+    print(
+        f"  asha/fifo: epochs {summary['epoch_ratio_asha_over_fifo']:.2f}, "
+        f"wall {summary['wall_ratio_asha_over_fifo']:.2f}, best worse by {gap:+.2%}; "
+        f"goal (<= 1% worse, <= 40% epochs) {'met' if summary['goal_met'] else 'NOT met'}"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The search: one MLflow parent run, Ray Tune trials under it, the best trial's params out.
+
+A search's state lives in `.lamina/tune/<experiment>/<fingerprint>/`, the fingerprint being a
+hash of the resolved config. Started again with the same config (after Ctrl-C or a killed
+process), the search is restored from there: finished trials are kept, unfinished ones go on
+from their last epoch's checkpoint, and the MLflow runs are the same ones as before. A changed
+config starts a new search; the stage deletes the state once its outputs are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback
+
+from lamina.config import ExperimentConfig, TuneConfig, dump_config
+from lamina.errors import SearchError
+from lamina.paths import ExperimentPaths
+from lamina.tuning.space import make_scheduler, make_searcher, search_domains
+from lamina.tuning.trial import TrialSetup, run_trial
+
+logger = logging.getLogger("lamina.tune")
+
+PARENT_RUN_FILE = "mlflow_parent_run_id"
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    best_params: dict[str, Any]
+    best_value: float
+    best_trial: int
+    trials: pd.DataFrame  # one row per trial: params, best metric, epochs trained, status
+    parent_run_id: str
+
+
+def search_state_dir(config: ExperimentConfig, paths: ExperimentPaths) -> Path:
+    fingerprint = hashlib.sha256(dump_config(config).encode()).hexdigest()[:12]
+    return paths.tune_state / fingerprint
+
+
+def run_search(
+    config: ExperimentConfig, paths: ExperimentPaths, vocab_size: int | None
+) -> SearchOutcome:
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from lamina.ray_runtime import init_ray
+    from lamina.tracking import tracking_uri
+    from lamina.training.driver import load_training_data
+
+    settings = config.tune
+    monitor, mode = config.train.early_stopping.monitor, config.train.early_stopping.mode
+    root = paths.root.resolve()
+    uri = tracking_uri(root)
+    state = search_state_dir(config, paths)
+    _forget_other_searches(state)
+    parent_run_id = _parent_run(config, root, state)
+    client = MlflowClient(uri)
+
+    # Tune saves the search's state at most every 10 s by default; trials here are short and
+    # the state small, so save often: a killed search then loses at most seconds of it.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    init_ray(config.cluster)
+    setup = TrialSetup(
+        base_config=config.model_dump(mode="json"),
+        root=str(root),
+        tracking_uri=uri,
+        parent_run_id=parent_run_id,
+        vocab_size=vocab_size,
+        train_storage=str(state / "trials"),
+    )
+    # The trial's own process only waits on its TorchTrainer; the workers hold the CPUs. (Tune
+    # refuses a request of zero, hence a token share.)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup, datasets=load_training_data(config, paths)),
+        {"CPU": 0.01},
+    )
+    search_dir = state / "search"
+    try:
+        if tune.Tuner.can_restore(str(search_dir)):
+            logger.info("resuming the interrupted search in %s", search_dir)
+            tuner = tune.Tuner.restore(
+                str(search_dir), trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=search_domains(settings.space),
+                tune_config=tune.TuneConfig(
+                    metric=monitor,
+                    mode=mode,
+                    search_alg=make_searcher(settings, monitor, mode),
+                    scheduler=make_scheduler(settings),
+                    num_samples=settings.num_trials,
+                    max_concurrent_trials=settings.max_concurrent_trials,
+                    time_budget_s=settings.time_budget_s,
+                ),
+                run_config=tune.RunConfig(
+                    name=search_dir.name,
+                    storage_path=str(state),
+                    verbose=0,  # TrialProgress below says what happens, a line per event
+                    callbacks=[TrialProgress(settings.num_trials, monitor)],
+                ),
+            )
+        results = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent_run_id, status="FAILED")
+        raise
+
+    trials = trials_table(results, settings, monitor, mode)
+    _close_trial_runs(client, config.name, parent_run_id, trials)
+    finished = trials[trials["status"] != "error"]
+    if finished.empty:
+        client.set_terminated(parent_run_id, status="FAILED")
+        failed = next(r for r in results if r.error is not None)
+        last_line = str(failed.error).strip().splitlines()[-1]
+        raise SearchError(
+            f"every trial of the {config.name} search failed, the first with: {last_line} "
+            f"(full trace under {failed.path})"
+        )
+    best = finished.loc[finished[monitor].idxmax() if mode == "max" else finished[monitor].idxmin()]
+    outcome = SearchOutcome(
+        best_params={key: _plain(best[key]) for key in settings.space},
+        best_value=float(best[monitor]),
+        best_trial=int(best["trial"]),
+        trials=trials,
+        parent_run_id=parent_run_id,
+    )
+    _summarise_parent_run(client, outcome, monitor)
+    return outcome
+
+
+def trials_table(results, settings: TuneConfig, monitor: str, mode: str) -> pd.DataFrame:
+    """One row per trial, in the order they started: params, best `monitor`, epochs, status."""
+    rows = []
+    for number, result in enumerate(results, start=1):
+        history = result.metrics_dataframe
+        scores = (
+            history[monitor]
+            if history is not None and monitor in history.columns
+            else pd.Series(dtype=float)
+        )
+        best_value = (scores.max() if mode == "max" else scores.min()) if len(scores) else math.nan
+        if result.error is not None:
+            status = "error"
+        elif len(scores) < settings.max_epochs_per_trial:
+            status = "stopped"  # by the scheduler (ASHA) or by early stopping
+        else:
+            status = "completed"
+        rows.append(
+            {
+                "trial": number,
+                "trial_id": result.metrics.get("trial_id") or "",
+                **{key: result.config.get(key) for key in settings.space},
+                monitor: best_value,
+                "epochs": len(scores),
+                "status": status,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _parent_run(config: ExperimentConfig, root: Path, state: Path) -> str:
+    """The search's MLflow run: reopened when resuming, else created."""
+    from mlflow.tracking import MlflowClient
+
+    from lamina.tracking import tracking_uri
+    from lamina.training.driver import open_training_run
+
+    saved = state / PARENT_RUN_FILE
+    if saved.is_file():
+        run_id = saved.read_text().strip()
+        client = MlflowClient(tracking_uri(root))
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run_id, _ = open_training_run(config, root, run_name=f"{config.name}-search", stage="tune")
+    state.mkdir(parents=True, exist_ok=True)
+    saved.write_text(run_id)
+    return run_id
+
+
+def _forget_other_searches(state: Path) -> None:
+    """Searches of this experiment's earlier configs cannot be resumed any more."""
+    if state.parent.is_dir():
+        for other in state.parent.iterdir():
+            if other != state:
+                shutil.rmtree(other, ignore_errors=True)
+
+
+def forget_search(config: ExperimentConfig, paths: ExperimentPaths) -> None:
+    """Once the stage's outputs are written, the search state has served its purpose."""
+    shutil.rmtree(search_state_dir(config, paths), ignore_errors=True)
+
+
+def _close_trial_runs(client, experiment: str, parent_run_id: str, trials: pd.DataFrame) -> None:
+    """Trials ASHA stopped were ended from outside, so their runs still say RUNNING."""
+    for row in trials.itertuples():
+        runs = client.search_runs(
+            [client.get_experiment_by_name(experiment).experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+                f"and tags.`lamina.trial_id` = '{row.trial_id}'"
+            ),
+            max_results=1,
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+            client.set_tag(run_id, "lamina.trial_status", row.status)
+            client.set_terminated(run_id, status="FAILED" if row.status == "error" else "FINISHED")
+
+
+def _summarise_parent_run(client, outcome: SearchOutcome, monitor: str) -> None:
+    run_id = outcome.parent_run_id
+    client.set_tag(run_id, "lamina.best_trial", str(outcome.best_trial))
+    client.set_tag(run_id, "lamina.best_params", json.dumps(outcome.best_params))
+    client.log_metric(run_id, f"best/{monitor}", outcome.best_value)
+    client.log_metric(run_id, "trials", len(outcome.trials))
+    client.log_metric(run_id, "epochs_trained", int(outcome.trials["epochs"].sum()))
+
+
+def close_search_run(outcome: SearchOutcome, outputs: Path, root: Path) -> None:
+    """Attach the stage's trials table and plot to the search's run, and end it."""
+    from mlflow.tracking import MlflowClient
+
+    from lamina.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(root))
+    client.log_artifacts(outcome.parent_run_id, str(outputs), "search")
+    client.set_terminated(outcome.parent_run_id, status="FINISHED")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python ones, so the params write as plain YAML."""
+    return value.item() if hasattr(value, "item") else value
+
+
+class TrialProgress(Callback):
+    """One log line when a trial starts, ends, or fails: the stage's progress display."""
+
+    def __init__(self, num_trials: int, monitor: str) -> None:
+        self.num_trials = num_trials
+        self.monitor = monitor
+
+    def _name(self, trial) -> str:
+        # Tune's experiment tag starts with the trial's running number: "3_train.lr=...".
+        return f"trial {trial.experiment_tag.split('_', 1)[0]}/{self.num_trials} ({trial.trial_id})"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        sample = ", ".join(f"{key}={_short(value)}" for key, value in trial.config.items())
+        logger.info("%s started: %s", self._name(trial), sample)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        logger.info(
+            "%s ended after %s epochs: %s %s",
+            self._name(trial),
+            result.get("training_iteration", 0),
+            self.monitor,
+            _short(result.get(self.monitor, math.nan)),
+        )
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        logger.warning("%s failed; its error is in %s", self._name(trial), trial.error_file)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
