@@ -1,11 +1,12 @@
 """ASHA against no early stopping: the same trials, how many epochs each needs to find the best.
 
-One experiment's real search space (default `cnn-mnist`, its `conf/tune/` group), run twice
-through `lamina.tuning.search.run_search`, the code the `tune` stage runs:
+One experiment's real search space (its `tune` section, or `--space conf/tune/<model>.yaml`
+for an experiment that does not search by default), run twice through
+`lamina.tuning.search.run_search`, the code the `tune` stage runs:
 
-1. scheduler `fifo`: every trial trains `max_epochs_per_trial` epochs (no early stopping, and
-   the experiment's own early stopping switched off for both runs);
-2. scheduler `asha`: weak trials stop at the rungs (grace period, then x reduction factor).
+1. scheduler `asha`: weak trials stop at the rungs (grace period, then x reduction factor);
+2. scheduler `fifo`: every trial trains `max_epochs_per_trial` epochs (no early stopping, and
+   the experiment's own early stopping switched off for both runs).
 
 Both use the random searcher with the same seed, so both runs train exactly the same sampled
 configurations and the comparison isolates the scheduler. Printed: total epochs trained, wall
@@ -14,7 +15,8 @@ time and the best validation metric of each, and the ratios. Goal (issue 4): ASH
 
 Needs the experiment's preprocessed features (`make run`, or `dvc repro preprocess@NAME`).
 Tracking goes to a throwaway SQLite store. Usage:
-`.venv/bin/python bench/tune_efficiency.py [--experiment cnn-mnist] [--trials 9] [--epochs 9]`
+`.venv/bin/python bench/tune_efficiency.py [--experiment mlp-mnist] [--space FILE] [--trials 16]
+[--epochs 9]` (the defaults: conf/tune/mlp.yaml's space; about 10 minutes on 2 cores).
 Results: printed, and written to `bench/results/tune_efficiency.json`.
 """
 
@@ -30,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lamina.config import load_resolved_config, with_overrides
+import yaml
+
+from lamina.config import ExperimentConfig, load_resolved_config, with_overrides
 from lamina.paths import ExperimentPaths
 from lamina.preprocess import vocabulary_size
 
@@ -40,16 +44,28 @@ RESULTS = REPO / "bench" / "results" / "tune_efficiency.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--experiment", default="cnn-mnist")
-    parser.add_argument("--trials", type=int, default=9)
+    parser.add_argument("--experiment", default="mlp-mnist")
+    parser.add_argument(
+        "--space",
+        type=Path,
+        help="a conf/tune/ file; default: the experiment's own `tune` section, else "
+        "conf/tune/<model kind>.yaml",
+    )
+    parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     source = ExperimentPaths(args.experiment, REPO)
     config = load_resolved_config(source.config)
+    space = args.space
+    if space is None and config.tune is None:
+        space = REPO / "conf" / "tune" / f"{config.model.kind}.yaml"
+    if space is not None:
+        search = yaml.safe_load(space.read_text())
+        config = ExperimentConfig.model_validate({**config.model_dump(mode="json"), "tune": search})
     if config.tune is None:
-        raise SystemExit(f"{args.experiment} has no `tune` section to benchmark")
+        raise SystemExit(f"{args.experiment} has no `tune` section; pass --space")
     if not source.features.is_dir():
         raise SystemExit(
             f"{source.features}: not found; run `dvc repro preprocess@{args.experiment}`"
@@ -64,7 +80,7 @@ def main() -> None:
         vocab = vocabulary_size(config, paths.preprocessor)
 
         runs = {}
-        for scheduler in ("fifo", "asha"):
+        for scheduler in ("asha", "fifo"):
             tuned = with_overrides(
                 config,
                 {

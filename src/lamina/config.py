@@ -153,6 +153,9 @@ class RNNConfig(_Strict):
     num_layers: Annotated[int, Field(gt=0)] = 1
     bidirectional: bool = True
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
+    # In training, each real token becomes <unk> with this probability: the model cannot lean
+    # on a few memorised words, and learns what to do with words it has never seen.
+    word_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     activation: Activation = "relu"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -18,7 +19,14 @@ def ray_address(cluster: ClusterConfig) -> str | None:
     return os.environ.get("RAY_ADDRESS") or cluster.address
 
 
-def init_ray(cluster: ClusterConfig) -> None:
+def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
+    """Connect to `RAY_ADDRESS` / `cluster.address`, or start a local Ray for this stage.
+
+    `state_api`: a local Ray also starts its dashboard (on 127.0.0.1), which serves Ray's
+    State API. A search needs it: when ASHA stops a trial, Ray Train's placement-group cleaner
+    asks the State API whether the trial's training controller is gone, and without an answer
+    the stopped trial's workers keep their CPUs until later trials cannot start.
+    """
     import ray
     import ray.data
 
@@ -49,12 +57,21 @@ def init_ray(cluster: ClusterConfig) -> None:
         ray.init(
             num_cpus=cluster.local_num_cpus or max(2, os.cpu_count() or 1),
             object_store_memory=cluster.local_object_store_mb * 1024**2,
-            include_dashboard=False,
+            include_dashboard=state_api,
+            dashboard_host="127.0.0.1",
+            dashboard_port=_free_local_port() if state_api else None,
             **quiet,
         )
     root.setLevel(root_level)
     root.handlers = root_handlers
     configure_ray_data(progress_bars=sys.stderr.isatty())
+
+
+def _free_local_port() -> int:
+    """A port nothing listens on now: two local Rays (tests, two stages) must not collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def configure_ray_data(progress_bars: bool) -> None:

@@ -108,3 +108,15 @@ def test_tfidf_baseline_separates_a_separable_corpus():
     assert result["baseline/tfidf_logreg_accuracy"] == 1.0
     assert result["baseline/tfidf_logreg_C"] in C_GRID
     assert set(result) == {"baseline/tfidf_logreg_accuracy", "baseline/tfidf_logreg_C"}
+
+
+def test_word_dropout_hides_words_in_training_only_and_never_touches_padding():
+    torch.manual_seed(0)
+    network = RNNClassifier(
+        VOCAB_SIZE, NUM_CLASSES, "lstm", 16, 24, 1, True, 0.0, "relu", word_dropout=0.999999
+    )
+    tokens, all_unknown = torch.tensor([[5, 9, 3, 0, 0]]), torch.tensor([[1, 1, 1, 0, 0]])
+    network.train()  # no other dropout: the only randomness is which words are hidden
+    assert torch.allclose(network(tokens), network(all_unknown))  # same length: padding kept
+    network.eval()
+    assert not torch.allclose(network(tokens), network(all_unknown))

@@ -59,6 +59,7 @@ def build_model(config: ExperimentConfig, vocab_size: int | None = None) -> nn.M
             bidirectional=model.bidirectional,
             dropout=model.dropout,
             activation=model.activation,
+            word_dropout=model.word_dropout,
         )
     if isinstance(model, TransformerConfig):
         from lamina.models.transformer import TransformerClassifier

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lamina.models.activations import make_activation
+from lamina.text import PAD_ID, UNKNOWN_ID
 
 RECURRENT_CELLS: dict[str, type[nn.LSTM | nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -31,8 +32,10 @@ class RNNClassifier(nn.Module):
         bidirectional: bool,
         dropout: float,
         activation: str,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.word_dropout = word_dropout
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.embedding_dropout = nn.Dropout(dropout)
         self.recurrent = RECURRENT_CELLS[cell](
@@ -53,7 +56,10 @@ class RNNClassifier(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        lengths = (tokens != 0).sum(dim=1)  # (B,)
+        if self.training and self.word_dropout > 0:
+            dropped = torch.rand(tokens.shape, device=tokens.device) < self.word_dropout
+            tokens = tokens.masked_fill(dropped & (tokens != PAD_ID), UNKNOWN_ID)
+        lengths = (tokens != PAD_ID).sum(dim=1)  # (B,)
         # An all-padding row is run as one padding step (packing needs length >= 1); the
         # pooling below still sees no real token in it and gives zeros.
         packed = pack_padded_sequence(
@@ -66,7 +72,7 @@ class RNNClassifier(nn.Module):
         states, _ = pad_packed_sequence(
             packed_states, batch_first=True, total_length=tokens.shape[1]
         )  # (B, L, S), zeros after each row's end
-        real = (tokens != 0).unsqueeze(-1)  # (B, L, 1)
+        real = (tokens != PAD_ID).unsqueeze(-1)  # (B, L, 1)
         weights = real.to(states.dtype)
         # A row of only padding pools to zeros (divide by at least 1, max over nothing -> 0).
         mean = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, S)

@@ -69,7 +69,7 @@ def run_search(
     # Tune saves the search's state at most every 10 s by default; trials here are short and
     # the state small, so save often: a killed search then loses at most seconds of it.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    init_ray(config.cluster)
+    init_ray(config.cluster, state_api=True)  # see init_ray: stopped trials must free CPUs
     setup = TrialSetup(
         base_config=config.model_dump(mode="json"),
         root=str(root),
@@ -250,26 +250,26 @@ class TrialProgress(Callback):
         self.num_trials = num_trials
         self.monitor = monitor
 
-    def _name(self, trial) -> str:
-        # Tune's experiment tag starts with the trial's running number: "3_train.lr=...".
-        return f"trial {trial.experiment_tag.split('_', 1)[0]}/{self.num_trials} ({trial.trial_id})"
+    def _name(self, trials, trial) -> str:
+        # `trials` lists every trial in the order they were created, restored ones included.
+        return f"trial {trials.index(trial) + 1}/{self.num_trials} ({trial.trial_id})"
 
     def on_trial_start(self, iteration, trials, trial, **info):
         sample = ", ".join(f"{key}={_short(value)}" for key, value in trial.config.items())
-        logger.info("%s started: %s", self._name(trial), sample)
+        logger.info("%s started: %s", self._name(trials, trial), sample)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         logger.info(
             "%s ended after %s epochs: %s %s",
-            self._name(trial),
+            self._name(trials, trial),
             result.get("training_iteration", 0),
             self.monitor,
             _short(result.get(self.monitor, math.nan)),
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        logger.warning("%s failed; its error is in %s", self._name(trial), trial.error_file)
+        logger.warning("%s failed; its error is in %s", self._name(trials, trial), trial.error_file)
 
 
 def _short(value: Any) -> str:

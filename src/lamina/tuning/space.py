@@ -32,7 +32,10 @@ def make_searcher(settings: TuneConfig, metric: str, mode: str):
         return OptunaSearch(metric=metric, mode=mode, seed=settings.seed)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=settings.seed)
+    # Tune applies `max_concurrent_trials` to a Searcher, not to a generator handed to it.
+    return BasicVariantGenerator(
+        random_state=settings.seed, max_concurrent=settings.max_concurrent_trials
+    )
 
 
 def make_scheduler(settings: TuneConfig):
