@@ -69,6 +69,9 @@ def run_search(
     # Tune saves the search's state at most every 10 s by default; trials here are short and
     # the state small, so save often: a killed search then loses at most seconds of it.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Tune's own Ctrl-C handler stops the search and returns as if it had finished; let Ctrl-C
+    # interrupt the stage instead (no outputs, exit 130), the saved state resumes it later.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     init_ray(config.cluster, state_api=True)  # see init_ray: stopped trials must free CPUs
     setup = TrialSetup(
         base_config=config.model_dump(mode="json"),
@@ -112,6 +115,9 @@ def run_search(
                 ),
             )
         results = tuner.fit()
+    except KeyboardInterrupt:
+        client.set_terminated(parent_run_id, status="KILLED")
+        raise
     except BaseException:
         client.set_terminated(parent_run_id, status="FAILED")
         raise
@@ -159,7 +165,7 @@ def trials_table(results, settings: TuneConfig, monitor: str, mode: str) -> pd.D
         rows.append(
             {
                 "trial": number,
-                "trial_id": result.metrics.get("trial_id") or "",
+                "trial_id": (result.metrics or {}).get("trial_id", ""),
                 **{key: result.config.get(key) for key in settings.space},
                 monitor: best_value,
                 "epochs": len(scores),
