@@ -50,9 +50,14 @@ def mnist_arrays(cnn_config, mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     return read_image_arrays(data)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """One small local Ray for the tests that need it (2 CPUs, a small object store)."""
+    """A small local Ray for a module's tests (2 CPUs, a small object store).
+
+    Per module, not per session: it must be gone before the pipeline tests, whose stages start
+    Ray of their own. With two local Rays on one machine, Ray's State API cannot tell which one
+    to ask, and Ray Train then cannot free the CPUs of a trial that ASHA stopped.
+    """
     import ray
 
     ray.init(

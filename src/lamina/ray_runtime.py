@@ -54,12 +54,19 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
                 "(`ray status --address ...`) or unset RAY_ADDRESS to run locally"
             ) from None
     else:
+        dashboard_port = _free_local_port() if state_api else None
+        if state_api:
+            # Ray's processes find the State API by scanning for local clusters, which fails
+            # when another Ray runs on the machine (a second stage, a test); name ours.
+            api_server = f"http://127.0.0.1:{dashboard_port}"
+            os.environ["RAY_API_SERVER_ADDRESS"] = api_server
+            quiet["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"] = api_server
         ray.init(
             num_cpus=cluster.local_num_cpus or max(2, os.cpu_count() or 1),
             object_store_memory=cluster.local_object_store_mb * 1024**2,
             include_dashboard=state_api,
             dashboard_host="127.0.0.1",
-            dashboard_port=_free_local_port() if state_api else None,
+            dashboard_port=dashboard_port,
             **quiet,
         )
     root.setLevel(root_level)
