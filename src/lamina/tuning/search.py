@@ -26,7 +26,7 @@ from lamina.config import ExperimentConfig, TuneConfig, dump_config
 from lamina.errors import SearchError
 from lamina.paths import ExperimentPaths
 from lamina.tuning.space import make_scheduler, make_searcher, search_domains
-from lamina.tuning.trial import TrialSetup, run_trial
+from lamina.tuning.trial import TrialSetup, find_trial_run, run_trial
 
 logger = logging.getLogger("lamina.tune")
 
@@ -210,16 +210,8 @@ def forget_search(config: ExperimentConfig, paths: ExperimentPaths) -> None:
 def _close_trial_runs(client, experiment: str, parent_run_id: str, trials: pd.DataFrame) -> None:
     """Trials ASHA stopped were ended from outside, so their runs still say RUNNING."""
     for row in trials.itertuples():
-        runs = client.search_runs(
-            [client.get_experiment_by_name(experiment).experiment_id],
-            filter_string=(
-                f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
-                f"and tags.`lamina.trial_id` = '{row.trial_id}'"
-            ),
-            max_results=1,
-        )
-        if runs:
-            run_id = runs[0].info.run_id
+        run_id = find_trial_run(client, experiment, parent_run_id, row.trial_id)
+        if run_id is not None:
             client.set_tag(run_id, "lamina.trial_status", row.status)
             client.set_terminated(run_id, status="FAILED" if row.status == "error" else "FINISHED")
 

@@ -49,17 +49,9 @@ def trial_run_id(config: ExperimentConfig, root: Path, parent_run_id: str, trial
     from lamina.training.driver import open_training_run
 
     client = MlflowClient(tracking_uri(root))
-    experiment = client.get_experiment_by_name(config.name)
-    existing = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
-            f"and tags.`lamina.trial_id` = '{trial_id}'"
-        ),
-        max_results=1,
-    )
-    if existing:
-        return existing[0].info.run_id
+    existing = find_trial_run(client, config.name, parent_run_id, trial_id)
+    if existing is not None:
+        return existing
     run_id, _ = open_training_run(
         config,
         root,
@@ -69,6 +61,19 @@ def trial_run_id(config: ExperimentConfig, root: Path, parent_run_id: str, trial
     )
     client.set_tag(run_id, "lamina.trial_id", trial_id)
     return run_id
+
+
+def find_trial_run(client, experiment: str, parent_run_id: str, trial_id: str) -> str | None:
+    """The id of the search's child run for this trial, if there is one yet."""
+    runs = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+            f"and tags.`lamina.trial_id` = '{trial_id}'"
+        ),
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup, datasets: dict) -> None:
