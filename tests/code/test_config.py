@@ -169,3 +169,21 @@ def test_every_search_has_dvc_plots_per_trial_and_per_parameter():
                     scatter_x.add(spec["x"][trials])
         assert {trials: {"x": "trial", "y": monitor}} in dvc["plots"], name
         assert scatter_x == set(config.tune.space), name
+
+
+@pytest.mark.parametrize("search", sorted(path.stem for path in (CONF_DIR / "tune").glob("*.yaml")))
+def test_every_search_space_composes_with_a_preset_of_its_model(tmp_path, search):
+    """conf/tune/<model>.yaml files that no preset switches on by default must still compose:
+    a user turns one on with `defaults: {tune: <model>}` and expects it to validate."""
+    presets = {
+        name: yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
+        for name in available_experiments(CONF_DIR)
+    }
+    matching = [name for name, preset in presets.items() if preset["defaults"]["model"] == search]
+    assert matching, f"conf/tune/{search}.yaml: no preset uses conf/model/{search}.yaml"
+    _write_preset(tmp_path, {})
+    preset = presets[matching[0]]
+    preset["defaults"]["tune"] = search
+    (tmp_path / "experiment" / "searched.yaml").write_text(yaml.safe_dump(preset))
+    config = compose_experiment("searched", tmp_path)
+    assert config.tune is not None and config.tune.space
