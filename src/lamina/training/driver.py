@@ -26,6 +26,7 @@ from lamina.tracking import (
     git_commit,
     tracking_uri,
 )
+from lamina.training.early_stopping import best_row
 from lamina.training.loop import CHECKPOINT_FILE, train_fn_per_worker
 
 logger = logging.getLogger(__name__)
@@ -184,13 +185,12 @@ def run_training(
     # Ray's `metrics_dataframe` holds only the epochs whose checkpoints it kept; the MLflow run
     # holds every epoch (rank 0 logged each one), including those before a restart.
     history = epoch_history(client, run_id)
-    scores = history[stopping.monitor]
-    best_row = history.loc[scores.idxmax() if stopping.mode == "max" else scores.idxmin()]
+    best_epoch = best_row(history, stopping.monitor, stopping.mode)
     run = RunInfo(
         run_id=run_id,
         experiment_id=experiment_id,
-        best_epoch=int(best_row["epoch"]),
-        best_value=float(best_row[stopping.monitor]),
+        best_epoch=int(best_epoch["epoch"]),
+        best_value=float(best_epoch[stopping.monitor]),
         monitor=stopping.monitor,
     )
     client.log_text(run_id, dump_config(config), "config.yaml")

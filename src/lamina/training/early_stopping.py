@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
+
+def best_row(table: pd.DataFrame, metric: str, mode: str) -> pd.Series:
+    """The row of `table` (epochs, trials) with the best `metric`; the first one on a tie."""
+    scores = table[metric]
+    return table.loc[scores.idxmax() if mode == "max" else scores.idxmin()]
+
 
 @dataclass
 class EarlyStopping:

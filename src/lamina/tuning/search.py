@@ -25,6 +25,7 @@ from ray.tune import Callback
 from lamina.config import ExperimentConfig, TuneConfig, dump_config
 from lamina.errors import SearchError
 from lamina.paths import ExperimentPaths
+from lamina.training.early_stopping import best_row
 from lamina.tuning.space import make_scheduler, make_searcher, search_domains
 from lamina.tuning.trial import TrialSetup, find_trial_run, run_trial
 
@@ -133,7 +134,7 @@ def run_search(
             f"every trial of the {config.name} search failed, the first with: {last_line} "
             f"(full trace under {failed.path})"
         )
-    best = finished.loc[finished[monitor].idxmax() if mode == "max" else finished[monitor].idxmin()]
+    best = best_row(finished, monitor, mode)
     outcome = SearchOutcome(
         best_params={key: _plain(best[key]) for key in settings.space},
         best_value=float(best[monitor]),
