@@ -43,7 +43,7 @@ def train(experiment: str) -> None:
         "best %s %.4f at epoch %d; MLflow run %s",
         outcome.run.monitor,
         outcome.run.best_value,
-        outcome.run.best_epoch,
+        outcome.run.best_epoch + 1,  # counted from 1, as the per-epoch lines count
         outcome.run.run_id,
     )
 

@@ -194,6 +194,7 @@ def run_training(
         monitor=stopping.monitor,
     )
     client.log_text(run_id, dump_config(config), "config.yaml")
+    # The MLflow step of the best epoch (steps count from 0; progress lines from 1).
     client.set_tag(run_id, "lamina.best_epoch", str(run.best_epoch))
     client.set_terminated(run_id, status="FINISHED")
     with best.as_directory() as folder:

@@ -178,7 +178,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 logger.info(
                     f"early stop: {monitor} has not improved for {stopping.patience} epochs "
-                    f"(best {stopping.best_value:.4f} at epoch {stopping.best_epoch})"
+                    f"(best {stopping.best_value:.4f} at epoch {stopping.best_epoch + 1})"
                 )
             break
 
