@@ -25,9 +25,10 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
     """Connect to `RAY_ADDRESS` / `cluster.address`, or start a local Ray for this stage.
 
     `state_api`: a local Ray also starts its dashboard (on 127.0.0.1), which serves Ray's
-    State API. A search needs it: when ASHA stops a trial, Ray Train's placement-group cleaner
-    asks the State API whether the trial's training controller is gone, and without an answer
-    the stopped trial's workers keep their CPUs until later trials cannot start.
+    State API. Every stage that runs Ray Train needs it: Train's placement-group cleaner asks
+    the State API once a second whether the training controller is still alive. Without an
+    answer it logs a warning each time (four lines in five of a training log), and in a search
+    a trial stopped by ASHA keeps its workers' CPUs until later trials cannot start.
     """
     import ray
     import ray.data

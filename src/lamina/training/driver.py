@@ -161,7 +161,7 @@ def run_training(
     client = MlflowClient(uri)
     logger.info("MLflow run %s in experiment %s", run_id, config.name)
     try:
-        init_ray(config.cluster)
+        init_ray(config.cluster, state_api=True)  # see init_ray: Ray Train's cleaner asks it
         trainer = build_trainer(
             config,
             load_training_data(config, paths),
