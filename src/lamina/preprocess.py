@@ -14,20 +14,35 @@ import numpy as np
 from lamina.config import ExperimentConfig
 
 
-def read_split_datasets(splits_dir: Path) -> dict[str, Any]:
-    """The `prepare` stage's three splits as Ray datasets, train first."""
-    import ray.data
+def read_split_tables(splits_dir: Path) -> dict[str, Any]:
+    """The `prepare` stage's three splits as Arrow tables, train first.
+
+    Read here, in the stage's own process, and handed to Ray Data with `from_arrow`, rather than
+    read by `ray.data.read_parquet`: its listing and reading tasks cost 3 to 10 s per pass on 2
+    cores, more than the work on splits of at most a few MB (measured: the CNN's preprocessing
+    35 -> 16 s, the series' 26 -> 15 s). And on a cluster the splits are on this machine only,
+    where read tasks on another node would not find them.
+    """
+    import pyarrow.parquet as pq
 
     from lamina.data.split import SPLIT_NAMES
     from lamina.errors import DataError
 
-    datasets = {}
+    tables = {}
     for split in SPLIT_NAMES:
         path = splits_dir / f"{split}.parquet"
         if not path.is_file():
             raise DataError(f"{path}: split not found; run the `prepare` stage first")
-        datasets[split] = ray.data.read_parquet(str(path))
-    return datasets
+        tables[split] = pq.read_table(path)
+    return tables
+
+
+def read_split_datasets(splits_dir: Path) -> dict[str, Any]:
+    """The `prepare` stage's three splits as Ray datasets, train first."""
+    import ray.data
+
+    tables = read_split_tables(splits_dir)
+    return {split: ray.data.from_arrow(table) for split, table in tables.items()}
 
 
 def preprocess_splits(config: ExperimentConfig, splits_dir: Path, features_dir: Path) -> Any:

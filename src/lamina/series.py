@@ -73,7 +73,7 @@ def fit_series_scaler(train, window: int, horizon: int) -> SeriesScaler:
 
 
 def _scale_batch(batch: dict[str, np.ndarray], scaler: SeriesScaler) -> dict[str, np.ndarray]:
-    return {"path": batch["path"], "value": scaler.transform(batch["value"])}
+    return {"split": batch["split"], "value": scaler.transform(batch["value"])}
 
 
 def _gather_windows(
@@ -116,24 +116,26 @@ def preprocess_series_splits(
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` windows for each split."""
     import ray.data
 
+    from lamina.preprocess import read_split_tables
+
     window, horizon = config.preprocess.window, config.preprocess.horizon
     # Ray's workers do not share the driver's working directory: hand them absolute paths.
-    splits_dir, features_dir = splits_dir.resolve(), features_dir.resolve()
-    paths = [splits_dir / f"{split}.parquet" for split in SPLIT_NAMES]
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: split not found; run the `prepare` stage first")
+    features_dir = features_dir.resolve()
+    tables = read_split_tables(splits_dir)
 
-    scaler = fit_series_scaler(ray.data.read_parquet(str(paths[0])), window, horizon)
-    # All parts in one pass (each Ray execution costs seconds). A part is one small Parquet
-    # file, read by one task, so its rows arrive in file (time) order; `path` says whose they are.
+    scaler = fit_series_scaler(ray.data.from_arrow(tables["train"]), window, horizon)
+    # All parts in one pass (each Ray execution costs seconds). A part is one table, so one
+    # block, whose rows stay in time order; `split` says whose rows they are.
+    labelled = [
+        table.append_column("split", pa.array([split] * len(table)))
+        for split, table in tables.items()
+    ]
     scaled_rows = (
-        ray.data.read_parquet([str(path) for path in paths], include_paths=True)
+        ray.data.from_arrow(labelled)
         .map_batches(_scale_batch, batch_format="numpy", fn_kwargs={"scaler": scaler})
         .to_pandas()
     )
-    file_names = scaled_rows["path"].map(lambda path: Path(path).name)
-    scaled_parts = [scaled_rows.loc[file_names == path.name, "value"] for path in paths]
+    scaled_parts = [scaled_rows.loc[scaled_rows["split"] == split, "value"] for split in tables]
     scaled = np.concatenate(scaled_parts)  # the whole series, in time order
     lengths = {split: len(part) for split, part in zip(SPLIT_NAMES, scaled_parts, strict=True)}
 
