@@ -137,7 +137,7 @@ def preprocess_series_splits(
     )
     scaled_parts = [scaled_rows.loc[scaled_rows["split"] == split, "value"] for split in tables]
     scaled = np.concatenate(scaled_parts)  # the whole series, in time order
-    lengths = {split: len(part) for split, part in zip(SPLIT_NAMES, scaled_parts, strict=True)}
+    lengths = {split: len(table) for split, table in tables.items()}
 
     for split, targets in _target_positions(lengths, window, horizon).items():
         # One block of target positions: one output file, rows in target order.

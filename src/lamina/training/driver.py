@@ -185,12 +185,12 @@ def run_training(
     # Ray's `metrics_dataframe` holds only the epochs whose checkpoints it kept; the MLflow run
     # holds every epoch (rank 0 logged each one), including those before a restart.
     history = epoch_history(client, run_id)
-    best_epoch = best_row(history, stopping.monitor, stopping.mode)
+    best_epoch_row = best_row(history, stopping.monitor, stopping.mode)
     run = RunInfo(
         run_id=run_id,
         experiment_id=experiment_id,
-        best_epoch=int(best_epoch["epoch"]),
-        best_value=float(best_epoch[stopping.monitor]),
+        best_epoch=int(best_epoch_row["epoch"]),
+        best_value=float(best_epoch_row[stopping.monitor]),
         monitor=stopping.monitor,
     )
     client.log_text(run_id, dump_config(config), "config.yaml")
