@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 # Stage commands in dvc.yaml call `python`, `dvc` and `lamina`: the venv's, not the system's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint bench ui clean
+.PHONY: install system-packages run test lint bench ui mlflow-server clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,19 @@ run: install
 	dvc repro
 	lamina report
 
-test: install
+# The servers the tests start for real on 127.0.0.1: PostgreSQL (behind the MLflow tracking
+# server) and sshd (a DVC remote). Debian's packages, installed once when missing.
+SYSTEM_PACKAGES := postgresql openssh-server
+system-packages:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then \
+		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null \
+			|| { $$SUDO apt-get update >/dev/null && \
+			     $$SUDO apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }; \
+	fi
+
+test: install system-packages
 	python -m pytest
 
 lint: install
@@ -36,9 +48,15 @@ lint: install
 bench: install
 	python bench/overhead.py
 	python bench/tune_efficiency.py
+	python bench/scaling.py
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
+
+# A PostgreSQL-backed MLflow tracking server on 127.0.0.1, state in .lamina/mlflow-server/.
+# It prints the MLFLOW_TRACKING_URI to export; `lamina mlflow-server status|stop`.
+mlflow-server: install system-packages
+	lamina mlflow-server start
 
 clean:
 	rm -rf outputs .lamina mlflow.db mlartifacts bench/results

@@ -421,6 +421,7 @@ def main() -> None:
     os.environ.update(QUIET_RAY_DATA)
     started = time.perf_counter()
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         logging_level=logging.WARNING,

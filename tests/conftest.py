@@ -61,6 +61,7 @@ def local_ray():
     import ray
 
     ray.init(
+        address="local",
         num_cpus=2,
         object_store_memory=256 * 1024**2,
         include_dashboard=False,
@@ -84,3 +85,31 @@ def venv_env(**extra: str) -> dict[str, str]:
 
 def run(cmd: list[str], cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=venv_env(**extra_env), capture_output=True, text=True)
+
+
+def clone_worktree(destination: Path) -> None:
+    """Tracked and untracked-but-not-ignored files: what a commit of this tree would hold."""
+    import shutil
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for relative in filter(None, listed):
+        source = REPO_ROOT / relative
+        if source.is_file():
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=ci@lamina", "-c", "user.name=ci", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )

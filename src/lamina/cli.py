@@ -7,6 +7,15 @@ import argparse
 from pathlib import Path
 
 from lamina.entrypoint import configure_logging, exit_on_user_error
+from lamina.tracking_server import (
+    DEFAULT_HOST,
+    DEFAULT_PG_PORT,
+    DEFAULT_PORT,
+    ServerStatus,
+    start,
+    status,
+    stop,
+)
 
 
 def _data_ensure(args: argparse.Namespace) -> None:
@@ -60,6 +69,77 @@ def _report(args: argparse.Namespace) -> None:
     print("Compare with the last commit: dvc metrics diff; dvc plots diff")
 
 
+def _mlflow_server_start(args: argparse.Namespace) -> None:
+    server = start(Path(args.root), port=args.port, pg_port=args.pg_port, host=args.host)
+    # Shell-readable, so `eval "$(lamina mlflow-server start)"` points this shell at it.
+    print(f"# MLflow server pid {server.mlflow_pid}, PostgreSQL pid {server.postgres_pid}")
+    print(f"# state and logs: {server.files.state}")
+    print(f"export MLFLOW_TRACKING_URI={server.uri}")
+
+
+def _mlflow_server_stop(args: argparse.Namespace) -> None:
+    stopped = stop(Path(args.root))
+    if stopped.mlflow_pid is None and stopped.postgres_pid is None:
+        print("MLflow server: not running")
+    if stopped.mlflow_pid is not None:
+        print(f"MLflow server: stopped (pid {stopped.mlflow_pid})")
+    if stopped.postgres_pid is not None:
+        print(f"PostgreSQL: stopped (pid {stopped.postgres_pid})")
+
+
+def _mlflow_server_status(args: argparse.Namespace) -> None:
+    _print_server(status(Path(args.root)))
+
+
+def _print_server(server: ServerStatus) -> None:
+    if server.mlflow_pid is None:
+        print("MLflow server: not running")
+    else:
+        answers = "answers /health" if server.healthy else "does not answer /health yet"
+        print(f"MLflow server: {server.uri}, pid {server.mlflow_pid}, {answers}")
+    if server.postgres_pid is None:
+        print("PostgreSQL: not running")
+    else:
+        print(f"PostgreSQL: {server.backend_uri}, pid {server.postgres_pid}")
+    print(f"state and logs: {server.files.state}")
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from lamina.jobs import submit
+
+    command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
+    raise SystemExit(submit(args.address, command, Path(args.root), wait=not args.no_wait))
+
+
+def _jobs(args: argparse.Namespace) -> None:
+    from lamina.jobs import list_jobs
+
+    rows = list_jobs(args.address)
+    if not rows:
+        print("no jobs on this cluster")
+        return
+    _print_table(rows)
+
+
+def _logs(args: argparse.Namespace) -> None:
+    from lamina.jobs import job_logs
+
+    job_logs(args.address, args.job_id, follow=args.follow)
+
+
+def _stop(args: argparse.Namespace) -> None:
+    from lamina.jobs import stop_job
+
+    print(f"{args.job_id}: {stop_job(args.address, args.job_id)}")
+
+
+def _print_table(rows: list[dict[str, str]]) -> None:
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in rows[0]}
+    print("  ".join(key.ljust(width) for key, width in widths.items()).rstrip())
+    for row in rows:
+        print("  ".join(row[key].ljust(width) for key, width in widths.items()).rstrip())
+
+
 def _experiment_names(root: Path) -> list[str]:
     import yaml
 
@@ -87,6 +167,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="test metrics and registered models per experiment")
     report.set_defaults(run=_report)
+
+    server = commands.add_parser(
+        "mlflow-server", help="a local MLflow tracking server backed by PostgreSQL"
+    )
+    server_commands = server.add_subparsers(dest="server_command", required=True)
+    server_start = server_commands.add_parser(
+        "start", help="start PostgreSQL and `mlflow server` (state in .lamina/mlflow-server/)"
+    )
+    server_start.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="the MLflow server's (%(default)s)"
+    )
+    server_start.add_argument(
+        "--pg-port", type=int, default=DEFAULT_PG_PORT, help="PostgreSQL's (%(default)s)"
+    )
+    server_start.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address MLflow binds (127.0.0.1: this machine only); PostgreSQL stays on 127.0.0.1",
+    )
+    server_start.set_defaults(run=_mlflow_server_start)
+    server_stop = server_commands.add_parser("stop", help="stop the MLflow server and PostgreSQL")
+    server_stop.set_defaults(run=_mlflow_server_stop)
+    server_status = server_commands.add_parser("status", help="what runs, and its URIs")
+    server_status.set_defaults(run=_mlflow_server_status)
+
+    address_help = "the head's dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS)"
+    submit = commands.add_parser(
+        "submit",
+        help="run a command (dvc repro, one stage) as a Ray job on a cluster",
+        description="Submit COMMAND as a Ray job with this repository as its working "
+        "directory and this shell's MLFLOW_* settings; stream its logs and exit with its "
+        "status. Example: lamina submit --address http://head:8265 -- dvc repro",
+    )
+    submit.add_argument("--address", help=address_help)
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    submit.set_defaults(run=_submit)
+    jobs = commands.add_parser("jobs", help="the cluster's jobs, oldest first")
+    jobs.add_argument("--address", help=address_help)
+    jobs.set_defaults(run=_jobs)
+    logs = commands.add_parser("logs", help="a job's logs")
+    logs.add_argument("job_id")
+    logs.add_argument("--address", help=address_help)
+    logs.add_argument("-f", "--follow", action="store_true", help="until the job ends")
+    logs.set_defaults(run=_logs)
+    stop = commands.add_parser("stop", help="stop a running job")
+    stop.add_argument("job_id")
+    stop.add_argument("--address", help=address_help)
+    stop.set_defaults(run=_stop)
     return parser
 
 

@@ -248,10 +248,36 @@ class ClusterConfig(_Strict):
     local_num_cpus: Annotated[int, Field(gt=0)] | None = None
     local_object_store_mb: Annotated[int, Field(ge=80)] = 512
     max_failures: Annotated[int, Field(ge=0)] = 0
+    # How Ray places the workers: PACK fills one node first; SPREAD puts them on different
+    # nodes where it can (STRICT_*: must, or the run waits for nodes).
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    # bf16: forward passes and losses under bf16 autocast (weights and optimizer stay fp32; no
+    # loss scaling needed, unlike fp16). GPUs only; fast on those with bf16 units (Ampere on).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # Page-locked host memory for batches, so their copy to the GPU can overlap compute.
+    pin_memory: bool = False
+    # torch.distributed backend; null: Ray's choice (nccl with GPUs, gloo without).
+    ddp_backend: Literal["nccl", "gloo"] | None = None
+    # Where Ray Train keeps checkpoints while a run is in progress; null: under the repo's
+    # `.lamina/`. On a multi-node cluster every node must reach it: a shared filesystem path
+    # or a URI Ray reads (s3://, gs://), or a worker on another node cannot save its checkpoint.
+    storage_path: str | None = None
     # Hold the preprocessed training split in Ray's object store (epochs then skip re-reading
     # Parquet: seconds per epoch on small data); false streams it from Parquet every epoch,
     # for data larger than the object store.
     materialize_train: bool = True
+
+    @model_validator(mode="after")
+    def _gpu_options_need_gpus(self) -> ClusterConfig:
+        if not self.use_gpu:
+            if self.pin_memory:
+                raise ValueError("pin_memory speeds up copies to a GPU: set use_gpu: true too")
+            if self.ddp_backend == "nccl":
+                raise ValueError("ddp_backend nccl runs between GPUs: set use_gpu: true or gloo")
+            # CPU autocast has no bf16 LSTM/GRU kernel (oneDNN refuses it), and gains little.
+            if self.precision == "bf16":
+                raise ValueError("precision bf16 is for GPUs: set use_gpu: true, or fp32")
+        return self
 
 
 class RegistryConfig(_Strict):

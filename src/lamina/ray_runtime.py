@@ -59,6 +59,14 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
     root = logging.getLogger()
     root_level, root_handlers = root.level, list(root.handlers)
     if address:
+        # Run a cluster's tasks and workers on this driver's Lamina code, whatever version
+        # the nodes have installed (Ray caches the package by content hash).
+        quiet["runtime_env"]["py_modules"] = [str(Path(__file__).resolve().parent)]
+        # Inside a Ray job (`lamina submit`), Ray would make this stage's driver share the
+        # job's working_dir package, and delete that package's files when the stage ends,
+        # under the job's feet: the next stage's command finds its directory empty (Ray
+        # 2.60). Connect as a driver of our own instead; the job's command goes on.
+        os.environ.pop("RAY_JOB_CONFIG_JSON_ENV_VAR", None)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -75,6 +83,9 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
             os.environ["RAY_API_SERVER_ADDRESS"] = api_server
             quiet["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"] = api_server
         ray.init(
+            # A Ray of this stage's own, even where a `ray start` cluster runs on the machine
+            # (a plain `ray.init()` would join that one).
+            address="local",
             num_cpus=cluster.local_num_cpus or max(2, os.cpu_count() or 1),
             object_store_memory=cluster.local_object_store_mb * 1024**2,
             include_dashboard=state_api,

@@ -7,6 +7,7 @@ paths, so Ray workers and Tune trials, which run in other directories, log to th
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -45,9 +46,17 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, naming the URI, when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
-    health = uri.rstrip("/") + "/health"
+    # urllib takes no credentials in the URL (MLflow's client does): send them as a header.
+    parts = urlsplit(uri.rstrip("/"))
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=netloc)) + "/health")
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        token = base64.b64encode(credentials.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             if response.status == 200:
                 return
             problem = f"HTTP {response.status}"

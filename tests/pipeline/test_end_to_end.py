@@ -19,35 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, run, venv_env
+from tests.conftest import clone_worktree, git, run, venv_env
 
 pytestmark = pytest.mark.slow
-
-
-def _clone_worktree(destination: Path) -> None:
-    """Tracked and untracked-but-not-ignored files: what a commit of this tree would hold."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for relative in filter(None, listed):
-        source = REPO_ROOT / relative
-        if source.is_file():
-            target = destination / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.email=ci@lamina", "-c", "user.name=ci", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
 
 
 EXPERIMENTS = {  # name -> task
@@ -86,10 +60,10 @@ def _shrink_preset(repo: Path, name: str, **train: object) -> None:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("clone") / "lamina"
-    _clone_worktree(repo)
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "clone")
+    clone_worktree(repo)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "clone")
     # An empty remote of its own: nothing to pull, so the data must be rebuilt.
     remote = tmp_path_factory.mktemp("dvc-remote")
     assert (

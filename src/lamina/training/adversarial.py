@@ -24,6 +24,7 @@ from lamina.gan_metrics import plot_sample_grid
 from lamina.models.dcgan import build_gan
 from lamina.training.loop import (
     CHECKPOINT_FILE,
+    autocast,
     gather_generator_states,
     log_epoch_to_mlflow,
     progress_line,
@@ -53,18 +54,20 @@ def _train_one_epoch(
         local_shuffle_buffer_size=4 * config.train.batch_size,
         local_shuffle_seed=int(torch.randint(0, 2**31 - 1, (1,), generator=noise_rng)),
         device=device,
+        pin_memory=config.cluster.pin_memory,
     ):
         real = batch["image"]  # (B, 1, 28, 28) in [-1, 1]
         size = len(real)
-        fake = generator(torch.randn(size, latent_dim, generator=noise_rng).to(device))
-
-        # Discriminator: real and fake in one forward, so its DDP wrapper sees exactly one
-        # forward per backward on every rank.
-        logits = discriminator(torch.cat([real, fake.detach()]))  # (2B,)
+        noise = torch.randn(size, latent_dim, generator=noise_rng).to(device)
         targets = torch.cat(
             [torch.full((size,), REAL_TARGET, device=device), torch.zeros(size, device=device)]
         )
-        d_loss = F.binary_cross_entropy_with_logits(logits, targets)
+        # Discriminator: real and fake in one forward, so its DDP wrapper sees exactly one
+        # forward per backward on every rank.
+        with autocast(config, device):
+            fake = generator(noise)
+            logits = discriminator(torch.cat([real, fake.detach()]))  # (2B,)
+            d_loss = F.binary_cross_entropy_with_logits(logits, targets)
         optimizer_d.zero_grad(set_to_none=True)
         d_loss.backward()
         optimizer_d.step()
@@ -73,14 +76,15 @@ def _train_one_epoch(
         # log(1 - D(G(z))), whose gradient vanishes while D easily spots the fakes. This
         # backward also fills (and all-reduces) D's gradients; D's next zero_grad drops them,
         # which costs less than toggling requires_grad, which DDP does not allow.
-        g_loss = F.binary_cross_entropy_with_logits(
-            discriminator(fake), torch.ones(size, device=device)
-        )
+        with autocast(config, device):
+            g_loss = F.binary_cross_entropy_with_logits(
+                discriminator(fake), torch.ones(size, device=device)
+            )
         optimizer_g.zero_grad(set_to_none=True)
         g_loss.backward()
         optimizer_g.step()
 
-        probabilities = torch.sigmoid(logits.detach())
+        probabilities = torch.sigmoid(logits.detach().float())
         totals += torch.stack(
             [
                 d_loss.detach() * size,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lamina.config import ExperimentConfig, dump_config, flatten_config
+from lamina.config import ClusterConfig, ExperimentConfig, dump_config, flatten_config
 from lamina.errors import DataError
 from lamina.paths import ExperimentPaths
 from lamina.ray_runtime import init_ray
@@ -106,13 +106,13 @@ def build_trainer(
     loop_config: dict,
     *,
     run_name: str,
-    storage_path: Path,
+    storage_path: str,
     callbacks: list | None = None,
 ):
     """The `TorchTrainer` for one training run; `run_name` under `storage_path` is where its
     checkpoints go, and a second fit with the same name resumes from them."""
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     cluster, stopping = config.cluster, config.train.early_stopping
     resources = {"CPU": cluster.cpus_per_worker}
@@ -125,14 +125,17 @@ def build_trainer(
     return TorchTrainer(
         train_fn,
         train_loop_config=loop_config,
+        # With GPUs Ray gives each worker its own (CUDA_VISIBLE_DEVICES) and DDP runs on NCCL.
+        torch_config=TorchConfig(backend=cluster.ddp_backend),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.num_workers,
             use_gpu=cluster.use_gpu,
             resources_per_worker=resources,
+            placement_strategy=cluster.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=str(storage_path),
+            storage_path=storage_path,
             callbacks=callbacks,
             # Ray keeps the `num_to_keep` best by the monitored metric plus always the latest,
             # which is what a restart after a worker failure resumes from.
@@ -148,6 +151,12 @@ def build_trainer(
         # Shard the training split across workers; every worker validates on all of `val`.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
+
+
+def checkpoint_storage(cluster: ClusterConfig, local: Path) -> str:
+    """Where Ray Train writes checkpoints: `cluster.storage_path`, which every node of a
+    cluster reaches, when set; else `local`, which only a one-machine Ray can use."""
+    return cluster.storage_path or str(local)
 
 
 def run_training(
@@ -173,7 +182,7 @@ def run_training(
             },
             # A fresh name per fit: reusing one silently resumes that run's old checkpoints.
             run_name=f"{config.name}-{uuid.uuid4().hex[:8]}",
-            storage_path=paths.ray_storage,
+            storage_path=checkpoint_storage(config.cluster, paths.ray_storage),
         )
         result = trainer.fit()
     except BaseException:

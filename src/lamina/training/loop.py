@@ -46,6 +46,14 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: ExperimentConfig):
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def autocast(config: ExperimentConfig, device: torch.device):
+    """bf16 autocast when `cluster.precision` asks for it, a no-op otherwise. Losses and
+    reductions stay fp32 under it (autocast's own op list), so no loss scaling is needed."""
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=config.cluster.precision == "bf16"
+    )
+
+
 def _mean_across_workers(total: float, count: int, device: torch.device) -> float:
     pair = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
@@ -64,13 +72,15 @@ def _train_one_epoch(
         local_shuffle_buffer_size=4 * config.train.batch_size,
         local_shuffle_seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
         device=device,
+        pin_memory=config.cluster.pin_memory,
     ):
         inputs = batch[task.input_key]
         if inputs.dim() == 4:  # images
             inputs = random_affine(
                 inputs, augment.max_shift_px, augment.max_rotation_deg, generator
             )
-        loss = task.loss(model(inputs), batch[task.target_key])
+        with autocast(config, device):
+            loss = task.loss(model(inputs), batch[task.target_key])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.train.gradient_clip_norm is not None:
@@ -86,9 +96,13 @@ def _validate(model, dataset, task: SupervisedTask, config, device) -> dict[str,
     model.eval()
     totals: dict[str, float] = {}
     seen = 0
-    for batch in dataset.iter_torch_batches(batch_size=4 * config.train.batch_size, device=device):
+    for batch in dataset.iter_torch_batches(
+        batch_size=4 * config.train.batch_size, device=device, pin_memory=config.cluster.pin_memory
+    ):
         targets = batch[task.target_key]
-        for key, value in task.metric_sums(model(batch[task.input_key]), targets).items():
+        with autocast(config, device):
+            outputs = model(batch[task.input_key])
+        for key, value in task.metric_sums(outputs.float(), targets).items():
             totals[key] = totals.get(key, 0.0) + value
         seen += len(targets)
     return {key: value / seen for key, value in totals.items()}

@@ -56,7 +56,7 @@ def run_search(
 
     from lamina.ray_runtime import init_ray
     from lamina.tracking import tracking_uri
-    from lamina.training.driver import load_training_data
+    from lamina.training.driver import checkpoint_storage, load_training_data
 
     settings = config.tune
     monitor, mode = config.train.early_stopping.monitor, config.train.early_stopping.mode
@@ -80,7 +80,7 @@ def run_search(
         tracking_uri=uri,
         parent_run_id=parent_run_id,
         vocab_size=vocab_size,
-        train_storage=str(state / "trials"),
+        train_storage=checkpoint_storage(config.cluster, state / "trials"),
     )
     # The trial's own process only waits on its TorchTrainer; the workers hold the CPUs. (Tune
     # refuses a request of zero, hence a token share.)

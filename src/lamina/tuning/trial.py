@@ -101,7 +101,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, datasets: dict) -> None
         # Stable per trial: a resumed search continues an interrupted trial from its last
         # epoch's checkpoint instead of starting it over.
         run_name=f"trial-{trial_id}",
-        storage_path=Path(setup.train_storage),
+        storage_path=setup.train_storage,
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()

@@ -1,0 +1,179 @@
+"""A multi-node Ray cluster on this one machine: a head and worker nodes, each a `ray start`.
+
+For the tests and benchmarks that need real nodes (jobs, workers spread over nodes) and for
+trying `lamina submit` before a real cluster exists. Every port is chosen free and bound to
+127.0.0.1; each node runs `ray start --block` in its own process group, so `stop` ends exactly
+these processes (never `ray stop`, which would end every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lamina.errors import LaminaError
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    """`nodes` CPU counts: the first is the head's. Logs go to `log_dir`."""
+
+    log_dir: Path
+    nodes: tuple[int, ...] = (2, 2)
+    object_store_mb: int = 256
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """What `ray.init(address=...)` and RAY_ADDRESS take."""
+        return f"{HOST}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """What the Jobs API (`lamina submit --address`) and the State API take."""
+        return f"http://{HOST}:{self.dashboard_port}"
+
+    def start(self, timeout_s: float = 120.0) -> LocalCluster:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Ray's token auth, with a token of this cluster's own: anyone who can reach a Ray
+        # cluster can run code on it, so even a local one does not go without.
+        self._token_path.write_text(secrets.token_hex(32))
+        self._token_path.chmod(0o600)
+        try:
+            for index, num_cpus in enumerate(self.nodes):
+                self.processes.append(self._start_node(index, num_cpus))
+                self._wait_for_nodes(index + 1, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """End each node's process group, workers first, the head last."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        self.processes.clear()
+        self._forget_bootstrap_address()
+
+    def _forget_bootstrap_address(self) -> None:
+        """`ray start --head` names itself the machine's default cluster (a file that a plain
+        `ray.init()` connects to); `ray stop` would remove it, killing the nodes does not."""
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        try:
+            if current.read_text().strip().endswith(f":{self.gcs_port}"):
+                current.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _start_node(self, index: int, num_cpus: int) -> subprocess.Popen:
+        ray = str(Path(sys.executable).parent / "ray")
+        command = [
+            ray, "start", "--block", "--disable-usage-stats",
+            f"--node-ip-address={HOST}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--object-store-memory={self.object_store_mb * 1024**2}",
+            # Two nodes on one machine: every per-node port must differ, not only the head's.
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]  # fmt: skip
+        if index == 0:
+            command += [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--include-dashboard=true",
+                f"--dashboard-host={HOST}",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+            ]
+        else:
+            command.append(f"--address={self.address}")
+        env = dict(os.environ)
+        env.pop("RAY_ADDRESS", None)
+        # The cluster's processes find the State API by scanning for local clusters, which
+        # fails when another Ray runs on the machine: name this one (see ray_runtime.init_ray).
+        env["RAY_API_SERVER_ADDRESS"] = self.dashboard_url
+        env.update(self.client_env)
+        # On SIGTERM a node waits up to 30 s for its work to drain; nothing here needs that.
+        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "2"
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        log = open(self.log_dir / f"node-{index}.log", "wb")  # noqa: SIM115 (the node keeps it)
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """The variables a client (`lamina submit`, `ray job ...`) needs to be let in."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self._token_path)}
+
+    @property
+    def _token_path(self) -> Path:
+        return self.log_dir / "auth_token"
+
+    def get_json(self, path: str, timeout_s: float = 10.0):
+        """GET a dashboard endpoint (e.g. Ray's State API under `/api/v0/`) with the token."""
+        request = urllib.request.Request(
+            self.dashboard_url + path,
+            headers={"Authorization": f"Bearer {self._token_path.read_text().strip()}"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.load(response)
+
+    def _wait_for_nodes(self, count: int, timeout_s: float) -> None:
+        """Until the dashboard answers and `count` nodes are alive."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for index, process in enumerate(self.processes):
+                if process.poll() is not None:
+                    raise LaminaError(
+                        f"Ray node {index} exited ({process.returncode}); "
+                        f"see {self.log_dir / f'node-{index}.log'}"
+                    )
+            try:
+                nodes = self.get_json("/api/v0/nodes?limit=100")["data"]["result"]["result"]
+                if sum(node["state"] == "ALIVE" for node in nodes) >= count:
+                    return
+            except (OSError, ValueError, KeyError):  # not up yet
+                pass
+            time.sleep(1.0)
+        raise LaminaError(
+            f"the local Ray cluster did not reach {count} nodes in {timeout_s:.0f} s; "
+            f"see the logs in {self.log_dir}"
+        )
