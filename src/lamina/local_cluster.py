@@ -1,9 +1,14 @@
 """A multi-node Ray cluster on this one machine: a head and worker nodes, each a `ray start`.
 
 For the tests and benchmarks that need real nodes (jobs, workers spread over nodes) and for
-trying `lamina submit` before a real cluster exists. Every port is chosen free and bound to
-127.0.0.1; each node runs `ray start --block` in its own process group, so `stop` ends exactly
-these processes (never `ray stop`, which would end every Ray on the machine).
+trying `lamina submit` before a real cluster exists. Every port is chosen free; each node runs
+`ray start --block` in its own process group, so `stop` ends exactly these processes (never
+`ray stop`, which would end every Ray on the machine).
+
+The dashboard (Jobs and State APIs) listens on 127.0.0.1 only. Ray's own node services do
+not: Ray replaces a loopback node address with the machine's network address (`ray start`
+resolves 127.0.0.1 away, so that other nodes could join), which is why the cluster gets a
+token of its own and Ray's token auth.
 """
 
 from __future__ import annotations
@@ -101,7 +106,6 @@ class LocalCluster:
         ray = str(Path(sys.executable).parent / "ray")
         command = [
             ray, "start", "--block", "--disable-usage-stats",
-            f"--node-ip-address={HOST}",
             f"--num-cpus={num_cpus}",
             "--num-gpus=0",
             f"--object-store-memory={self.object_store_mb * 1024**2}",

@@ -177,6 +177,11 @@ def stop(root: Path) -> ServerStatus:
     if before.postgres_pid is not None:
         pg_ctl = _postgres_bin() / "pg_ctl"
         _run_server_tool([str(pg_ctl), "stop", "-D", str(files.data), "-m", "fast", "-w"], files)
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes just
+        # before it exits: wait for the process itself, so "stopped" means stopped.
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(before.postgres_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
     return before
 
 

@@ -13,86 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import clone_worktree, git, run, venv_env
+from tests.conftest import run, venv_env
+from tests.pipeline.conftest import EXPERIMENTS, SHRUNK_SEARCH, TUNED, shrink_preset
 
 pytestmark = pytest.mark.slow
-
-
-EXPERIMENTS = {  # name -> task
-    "cnn-mnist": "classification",
-    "mlp-mnist": "classification",
-    "lstm-sentiment": "classification",
-    "transformer-sentiment": "classification",
-    "gru-co2": "regression",
-    "gan-mnist": "generation",
-}
-
-
-# Presets that search before training (`defaults.tune`), their metric, and the shrunk search:
-# cnn-mnist's lets ASHA stop trials (half of them after one epoch), which must free their
-# CPUs for the trials after them.
-TUNED = {"cnn-mnist": "val/loss", "transformer-sentiment": "val/accuracy"}
-SHRUNK_SEARCH = {
-    "cnn-mnist": {"num_trials": 4, "max_epochs_per_trial": 2, "reduction_factor": 2},
-    "transformer-sentiment": {"num_trials": 3, "max_epochs_per_trial": 1},
-}
-
-
-def _shrink_preset(repo: Path, name: str, **train: object) -> None:
-    path = repo / "conf" / "experiment" / f"{name}.yaml"
-    preset = yaml.safe_load(path.read_text())
-    if name != "gru-co2":  # a series cannot be subsampled; it is short anyway
-        preset.setdefault("data", {})["max_samples"] = 1000
-    epochs = 1 if name == "gan-mnist" else 2
-    preset["train"] = {**preset.get("train", {}), "epochs": epochs, **train}
-    if name in TUNED:
-        assert "tune" in preset["defaults"], f"{name} is expected to search by default"
-        preset["tune"] = SHRUNK_SEARCH[name]
-    path.write_text(yaml.safe_dump(preset, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("clone") / "lamina"
-    clone_worktree(repo)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "clone")
-    # An empty remote of its own: nothing to pull, so the data must be rebuilt.
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    assert (
-        run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], repo).returncode
-        == 0
-    )
-    for name in EXPERIMENTS:
-        _shrink_preset(repo, name)
-    return repo
-
-
-@pytest.fixture(scope="module")
-def tracking(clone) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{clone.parent / 'mlflow.db'}"}
-
-
-@pytest.fixture(scope="module")
-def first_repro(clone, tracking):
-    recorded = (clone / "data.dvc").read_text()
-    ensured = run(["lamina", "data", "ensure"], clone)
-    assert ensured.returncode == 0, ensured.stderr
-    assert "rebuilt" in ensured.stdout
-    assert (clone / "data.dvc").read_text() == recorded
-    status = run(["dvc", "status", "--json", "data.dvc"], clone)
-    assert json.loads(status.stdout) == {}
-
-    result = run(["dvc", "repro"], clone, **tracking)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def _client(tracking):
@@ -315,7 +244,7 @@ def test_second_repro_runs_nothing(clone, first_repro, tracking):
 
 
 def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, first_repro, tracking):
-    _shrink_preset(clone, "cnn-mnist", seed=1)
+    shrink_preset(clone, "cnn-mnist", seed=1)
     result = run(["dvc", "repro"], clone, **tracking)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for skipped in ("prepare", "preprocess"):
