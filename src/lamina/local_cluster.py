@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,14 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.errors import LaminaError
+from lamina.ray_runtime import free_local_port
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -44,8 +38,8 @@ class LocalCluster:
     log_dir: Path
     nodes: tuple[int, ...] = (2, 2)
     object_store_mb: int = 256
-    gcs_port: int = field(default_factory=free_port)
-    dashboard_port: int = field(default_factory=free_port)
+    gcs_port: int = field(default_factory=free_local_port)
+    dashboard_port: int = field(default_factory=free_local_port)
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -110,12 +104,12 @@ class LocalCluster:
             "--num-gpus=0",
             f"--object-store-memory={self.object_store_mb * 1024**2}",
             # Two nodes on one machine: every per-node port must differ, not only the head's.
-            f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
+            f"--node-manager-port={free_local_port()}",
+            f"--object-manager-port={free_local_port()}",
+            f"--dashboard-agent-listen-port={free_local_port()}",
+            f"--dashboard-agent-grpc-port={free_local_port()}",
+            f"--runtime-env-agent-port={free_local_port()}",
+            f"--metrics-export-port={free_local_port()}",
         ]  # fmt: skip
         if index == 0:
             command += [
@@ -124,7 +118,7 @@ class LocalCluster:
                 "--include-dashboard=true",
                 f"--dashboard-host={HOST}",
                 f"--dashboard-port={self.dashboard_port}",
-                f"--ray-client-server-port={free_port()}",
+                f"--ray-client-server-port={free_local_port()}",
             ]
         else:
             command.append(f"--address={self.address}")

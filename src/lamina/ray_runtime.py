@@ -75,7 +75,7 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
                 "(`ray status --address ...`) or unset RAY_ADDRESS to run locally"
             ) from None
     else:
-        dashboard_port = _free_local_port() if state_api else None
+        dashboard_port = free_local_port() if state_api else None
         if state_api:
             # Ray's processes find the State API by scanning for local clusters, which fails
             # when another Ray runs on the machine (a second stage, a test); name ours.
@@ -98,7 +98,7 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
     configure_ray_data(progress_bars=sys.stderr.isatty())
 
 
-def _free_local_port() -> int:
+def free_local_port() -> int:
     """A port nothing listens on now: two local Rays (tests, two stages) must not collide."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamina.local_cluster import LocalCluster, free_port
+from lamina.local_cluster import LocalCluster
+from lamina.ray_runtime import free_local_port
 from tests.conftest import clone_worktree, git, run
 
 pytestmark = pytest.mark.slow
@@ -128,7 +129,7 @@ def test_no_wait_then_jobs_logs_and_stop(cluster, job_repo):
     ],
 )
 def test_bad_addresses_and_commands_are_one_line_errors(tmp_path, arguments, expected):
-    port = free_port()
+    port = free_local_port()
     arguments = [argument.format(port=port) for argument in arguments]
     result = run(["lamina", *arguments], tmp_path)
     assert result.returncode == 2, shlex.join(arguments)
