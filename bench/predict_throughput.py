@@ -26,7 +26,7 @@ How to read the results:
   cluster, actors on more nodes raise lamina's side and not the plain loop's.
 - `agreement`: the share of files both sides gave the same class (1.0 expected: same model).
 
-Usage: `.venv/bin/python bench/predict_throughput.py [--model cnn-mnist] [--samples 5000]
+Usage: `.venv/bin/python bench/predict_throughput.py [--model cnn-mnist] [--samples 20000]
 [--root .] [--tracking-uri URI]` after `make run` (the model must be registered in the store:
 `<root>/mlflow.db` or `--tracking-uri` / MLFLOW_TRACKING_URI). Results are printed and written
 as JSON to `bench/results/predict_throughput.json`.
@@ -115,7 +115,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="cnn-mnist", help="NAME[@ALIAS|/VERSION] (%(default)s)")
     parser.add_argument(
-        "--samples", type=int, default=5000, help="files to predict, cycling the test digits"
+        "--samples", type=int, default=20000, help="files to predict, cycling the test digits"
     )
     parser.add_argument("--root", type=Path, default=ROOT, help="repository with outputs/")
     parser.add_argument("--tracking-uri", help="MLflow store (default: <root>/mlflow.db)")
