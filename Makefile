@@ -27,10 +27,13 @@ run: install
 	lamina report
 
 # The servers the tests start for real on 127.0.0.1: PostgreSQL (behind the MLflow tracking
-# server) and sshd (a DVC remote). Debian's packages, installed once when missing.
-SYSTEM_PACKAGES := postgresql openssh-server
+# server) and sshd (a DVC remote); and Chromium, the headless browser that opens the MLflow UI
+# (Playwright drives /usr/bin/chromium, never a browser of its own). Debian's packages,
+# installed once when missing.
+SYSTEM_PACKAGES := postgresql openssh-server chromium
 system-packages:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ] \
+		|| [ ! -x /usr/bin/chromium ]; then \
 		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null \

@@ -1,9 +1,10 @@
 """DVC stage `register`: the trained model, preprocessing inside, into the MLflow registry.
 
-The registered model takes raw input (pixels, text, a series' history, or noise for a GAN;
-see lamina/packaging.py). The new version gets the `champion` alias only if it beats the
-current champion's primary test metric by the configured margin, else `challenger`.
-In:  outputs/<experiment>/model/, preprocessor.json, metrics.json, run.json, splits/test
+The registered model takes raw input (pixels or image files, text, a series' history, or noise
+for a GAN; see lamina/packaging.py). The new version gets the `champion` alias only if it beats
+the current champion's primary test metric by the configured margin, else `challenger`; its tags
+carry its lineage and its description is a model card (see lamina/registry.py).
+In:  outputs/<experiment>/model/, preprocessor.json, metrics.json, run.json, splits/
 Out: outputs/<experiment>/registration.json
 """
 
@@ -33,19 +34,29 @@ def register(experiment: str) -> None:
     )
     version = log_model_version(config, paths, model, run.run_id)
     registration = promote_version(
-        config.name, version, run.run_id, metrics, config.registry, paths.root.resolve()
+        config.name,
+        version,
+        run.run_id,
+        metrics,
+        config.registry,
+        paths.root.resolve(),
+        split_sizes=_split_sizes(paths),
     )
     with atomic_path(paths.registration) as staging:
         registration.save(staging)
-    logger.info(
-        "registered %s version %d as @%s (%s %.4f, champion before: %s)",
-        registration.model_name,
-        registration.version,
-        registration.alias,
-        registration.primary_metric,
-        registration.value,
-        registration.champion_value_before,
-    )
+    logger.info("registered %s (@%s)", registration.model_uri, registration.alias)
+
+
+def _split_sizes(paths: ExperimentPaths) -> dict[str, int]:
+    """Rows per split, for the model card (from the Parquet footers; no data is read)."""
+    import pyarrow.parquet as pq
+
+    from lamina.data.split import SPLIT_NAMES
+
+    return {
+        split: pq.ParquetFile(paths.splits / f"{split}.parquet").metadata.num_rows
+        for split in SPLIT_NAMES
+    }
 
 
 if __name__ == "__main__":

@@ -69,6 +69,70 @@ def _report(args: argparse.Namespace) -> None:
     print("Compare with the last commit: dvc metrics diff; dvc plots diff")
 
 
+def _models(args: argparse.Namespace) -> None:
+    from lamina.errors import TrackingError
+    from lamina.registry import list_model_versions, registry_client
+    from lamina.tracking import mask_uri
+
+    client = registry_client(Path(args.root).resolve())
+    rows = list_model_versions(client, args.name)
+    where = mask_uri(client.tracking_uri)
+    if rows:
+        _print_table(rows)
+    elif args.name:
+        raise TrackingError(f"no registered model named '{args.name}' in {where}")
+    else:
+        print(f"no registered models in {where} (`dvc repro` trains and registers them)")
+
+
+GENERATED_FORMATS = {".png": "a grid image", ".npy": "uint8 pixels (N, H, W) in 0..255"}
+
+
+def _generate(args: argparse.Namespace) -> None:
+    """Samples from a registered generator, written only once all of them are drawn."""
+    import mlflow
+    import numpy as np
+
+    from lamina.atomic import atomic_path
+    from lamina.errors import LaminaError
+    from lamina.packaging import sample_generator
+    from lamina.registry import find_model_version, registry_client
+
+    output = Path(args.output)
+    if output.suffix.lower() not in GENERATED_FORMATS:
+        formats = ", ".join(f"{suffix} ({what})" for suffix, what in GENERATED_FORMATS.items())
+        raise LaminaError(f"--output {output}: write one of {formats}")
+    client = registry_client(Path(args.root).resolve())
+    version = find_model_version(client, args.model)
+    uri = f"models:/{version.name}/{version.version}"
+    mlflow.set_tracking_uri(client.tracking_uri)
+    pixels = sample_generator(uri, args.num_samples, args.seed)
+    # The staging file's name has no image suffix: both writers get an open file instead.
+    with atomic_path(output) as staging, staging.open("wb") as handle:
+        if output.suffix.lower() == ".npy":
+            np.save(handle, pixels)
+        else:
+            from lamina.gan_metrics import plot_sample_grid
+
+            title = f"{version.name} v{version.version}, seed {args.seed}"
+            plot_sample_grid(pixels[:, np.newaxis] / 127.5 - 1.0, handle, title)
+    print(f"{output}: {len(pixels)} samples {pixels.shape[1:]} from {uri} (seed {args.seed})")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from lamina.predict import predict
+
+    summary = predict(args.model, Path(args.input), Path(args.output), Path(args.root))
+    print(summary.line())
+
+
 def _mlflow_server_start(args: argparse.Namespace) -> None:
     server = start(Path(args.root), port=args.port, pg_port=args.pg_port, host=args.host)
     # Shell-readable, so `eval "$(lamina mlflow-server start)"` points this shell at it.
@@ -167,6 +231,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="test metrics and registered models per experiment")
     report.set_defaults(run=_report)
+
+    models = commands.add_parser(
+        "models", help="registered models: versions, aliases, primary test metric"
+    )
+    models.add_argument("--name", help="only this model")
+    models.set_defaults(run=_models)
+
+    generate = commands.add_parser(
+        "generate",
+        help="draw samples from a registered GAN generator into a .png grid or a .npy array",
+        description="Load a registered generator and draw N samples. Example: "
+        "lamina generate --model gan-mnist -n 64 --output grid.png",
+    )
+    generate.add_argument(
+        "--model",
+        default="gan-mnist",
+        help="NAME, NAME@ALIAS or NAME/VERSION; NAME alone is NAME@champion (default: %(default)s)",
+    )
+    generate.add_argument(
+        "-n",
+        "--num-samples",
+        type=_positive_int,
+        default=64,
+        help="how many (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--output", required=True, help="grid.png (an image grid) or samples.npy (uint8 pixels)"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    generate.set_defaults(run=_generate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="batch inference with a registered model (Ray Data)",
+        description="Run a registered model over a folder of PNG/JPEG images (image "
+        "classifiers), a CSV or Parquet file with a `text` column (text classifiers) or a CSV "
+        "series (forecasters: a rolling forecast from every full window); write the input's "
+        "identifiers and the predictions as CSV or Parquet, by the output's extension.",
+    )
+    predict.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME[@ALIAS|/VERSION]",
+        help="a registered model; default alias: champion",
+    )
+    predict.add_argument("--input", required=True, metavar="PATH", help="folder or file to read")
+    predict.add_argument("--output", required=True, metavar="PATH", help="*.csv or *.parquet")
+    predict.set_defaults(run=_predict)
 
     server = commands.add_parser(
         "mlflow-server", help="a local MLflow tracking server backed by PostgreSQL"

@@ -1,21 +1,45 @@
-"""The MLflow model registry: log a trained model, register it, decide its alias.
+"""The MLflow model registry: log a trained model, register it, decide its alias, name it.
 
 A new version becomes `champion` only when it beats the current champion on the experiment's
 primary test metric by the configured margin; otherwise it is the `challenger`. Registry stages
 are deprecated in MLflow, so aliases carry this (`models:/<name>@champion`).
+
+Every version carries its lineage as tags (training run, git commit, the DVC hashes of the raw
+data and of `dvc.lock`, its headline test metrics, the promotion decision) and a short model
+card as its description, so a champion leads back to the exact data and code.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lamina.config import RegistryConfig
-from lamina.tracking import dvc_data_hash, git_commit, tracking_uri
+from lamina.errors import TrackingError
+from lamina.tracking import check_tracking_server, dvc_data_hash, git_commit, mask_uri, tracking_uri
+
+logger = logging.getLogger("lamina.registry")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PRIMARY_METRIC_TAG = "lamina.primary_metric"
+# MLflow's SQL schema stores a version's description as VARCHAR(5000); PostgreSQL enforces it.
+MAX_DESCRIPTION_CHARS = 5000
+# The training knobs a model card lists beside every `model.*` and `preprocess.*` param.
+KEY_TRAIN_PARAMS = (
+    "train.epochs",
+    "train.batch_size",
+    "train.optimizer",
+    "train.lr",
+    "train.weight_decay",
+    "train.lr_schedule",
+    "train.seed",
+)
 
 
 @dataclass(frozen=True)
@@ -27,9 +51,55 @@ class Registration:
     value: float
     champion_value_before: float | None
     model_uri: str
+    decision: str
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def model_uri(spec: str) -> str:
+    """`NAME` -> `models:/NAME@champion`; `NAME@ALIAS` and `NAME/VERSION` -> their URIs.
+
+    A `models:/` prefix is optional. Anything else is a `TrackingError` saying what to write.
+    """
+    name, alias, version = _parse_model_spec(spec)
+    return f"models:/{name}/{version}" if version else f"models:/{name}@{alias}"
+
+
+def _parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of `NAME`, `NAME@ALIAS`, `NAME/VERSION` (`models:/` optional);
+    exactly one of alias and version is set."""
+    body = spec.removeprefix("models:/")
+    if "@" in body:
+        name, _, alias = body.partition("@")
+        valid, version = bool(alias) and "/" not in body and "@" not in alias, None
+    elif "/" in body:
+        name, _, version = body.partition("/")
+        valid, alias = version.isdigit(), None
+    else:
+        name, alias, version, valid = body, CHAMPION, None, True
+    if not valid or not name.strip():
+        raise TrackingError(
+            f"{spec!r} does not name a registered model: use NAME, NAME@ALIAS or NAME/VERSION "
+            "(`lamina models` lists them)"
+        )
+    return name, alias, version
+
+
+def dvc_lock_hash(root: Path) -> str:
+    """md5 of `dvc.lock` as it is when the version is registered; `unknown` without one."""
+    try:
+        return hashlib.md5((root / "dvc.lock").read_bytes()).hexdigest()
+    except OSError:
+        return "unknown"
+
+
+def headline_test_metrics(metrics: dict[str, float], primary_metric: str) -> dict[str, float]:
+    """The primary metric and every `test/<name>` (not the per-class `test/<name>/<class>`)."""
+    keys = [key for key in metrics if key.startswith("test/") and key.count("/") == 1]
+    if primary_metric in metrics and primary_metric not in keys:
+        keys.insert(0, primary_metric)
+    return {key: float(metrics[key]) for key in keys}
 
 
 def beats_champion(value: float, champion: float | None, rule: RegistryConfig) -> bool:
@@ -50,6 +120,18 @@ def _champion_value(client, model_name: str, metric: str) -> float | None:
     return float(champion.tags[metric]) if metric in champion.tags else None
 
 
+def promotion_decision(
+    alias: str, value: float, champion_before: float | None, rule: RegistryConfig
+) -> str:
+    """One line with both numbers, e.g. `challenger: test/accuracy 0.9712 vs champion 0.9800`."""
+    before = "none" if champion_before is None else f"{champion_before:.4f}"
+    return (
+        f"{alias}: {rule.primary_metric} {value:.4f} vs champion {before} "
+        f"(margin {rule.promotion_margin}, "
+        f"{'higher' if rule.greater_is_better else 'lower'} is better)"
+    )
+
+
 def promote_version(
     model_name: str,
     version: int,
@@ -57,30 +139,50 @@ def promote_version(
     metrics: dict[str, float],
     rule: RegistryConfig,
     root: Path,
+    *,
+    split_sizes: dict[str, int] | None = None,
 ) -> Registration:
-    """Tag a freshly registered version with its lineage and give it its alias."""
+    """Tag a freshly registered version with its lineage, write its model card, give it its
+    alias."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri(root))
-    value = metrics[rule.primary_metric]
+    value = float(metrics[rule.primary_metric])
     champion_before = _champion_value(client, model_name, rule.primary_metric)
     alias = CHAMPION if beats_champion(value, champion_before, rule) else CHALLENGER
+    decision = promotion_decision(alias, value, champion_before, rule)
+    test_metrics = headline_test_metrics(metrics, rule.primary_metric)
 
+    commit, data_hash, lock_hash = git_commit(root), dvc_data_hash(root), dvc_lock_hash(root)
     lineage = {
         "lamina.run_id": run_id,
-        "mlflow.source.git.commit": git_commit(root),
-        "lamina.dvc_data_hash": dvc_data_hash(root),
-        rule.primary_metric: str(value),
+        "mlflow.source.git.commit": commit,
+        "lamina.dvc_data_hash": data_hash,
+        "lamina.dvc_lock_hash": lock_hash,
+        PRIMARY_METRIC_TAG: rule.primary_metric,
+        "lamina.promotion": decision,
+        **{key: str(metric) for key, metric in test_metrics.items()},
     }
     for key, tag_value in lineage.items():
         client.set_model_version_tag(model_name, str(version), key, tag_value)
-    client.set_registered_model_alias(model_name, alias, str(version))
-    decision = (
-        f"{alias}: {rule.primary_metric} {value:.4f} vs champion "
-        + ("none" if champion_before is None else f"{champion_before:.4f}")
-        + f" (margin {rule.promotion_margin})"
+    plots = [item.path for item in client.list_artifacts(run_id, "evaluation/plots")]
+    card = model_card(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        params=client.get_run(run_id).data.params,
+        metrics=test_metrics,
+        decision=decision,
+        plots=plots,
+        commit=commit,
+        data_hash=data_hash,
+        lock_hash=lock_hash,
+        split_sizes=split_sizes,
     )
+    client.update_model_version(model_name, str(version), description=card)
+    client.set_registered_model_alias(model_name, alias, str(version))
     client.set_tag(run_id, "lamina.promotion", decision)
+    logger.info("%s version %d -> %s", model_name, version, decision)
     return Registration(
         model_name=model_name,
         version=version,
@@ -89,4 +191,171 @@ def promote_version(
         value=value,
         champion_value_before=champion_before,
         model_uri=f"models:/{model_name}/{version}",
+        decision=decision,
     )
+
+
+def model_card(
+    *,
+    model_name: str,
+    version: int,
+    run_id: str,
+    params: dict[str, str],
+    metrics: dict[str, float],
+    decision: str,
+    plots: list[str],
+    commit: str,
+    data_hash: str,
+    lock_hash: str,
+    split_sizes: dict[str, int] | None = None,
+) -> str:
+    """A version's description: what it was trained on, how, how well, and how to get back to
+    its data and code. Markdown, as the MLflow UI renders it; at most 5000 characters."""
+    data = [f"{params.get('data.kind', '?')} from `{params.get('data.path', '?')}`"]
+    if "data.class_names" in params:
+        classes = _as_list(params["data.class_names"])
+        data.append(f"{len(classes)} classes ({', '.join(classes)})")
+    if "data.image_shape" in params:
+        data.append("images " + "x".join(_as_list(params["data.image_shape"])))
+    if params.get("data.max_samples", "None") != "None":
+        data.append(f"subsampled to {params['data.max_samples']} rows")
+    if split_sizes:
+        data.append("split " + " / ".join(f"{n} {split}" for split, n in split_sizes.items()))
+    key_params = {
+        key: value
+        for key, value in params.items()
+        if key.startswith(("model.", "preprocess.")) or key in KEY_TRAIN_PARAMS
+    }
+    clean_commit = commit.removesuffix("-dirty")
+    lines = [
+        f"### {model_name} v{version}",
+        "",
+        f"**Experiment** `{model_name}`, MLflow run `{run_id}`.",
+        "",
+        f"**Data**: {'; '.join(data)}. DVC data hash (`data.dvc`): `{data_hash}`.",
+        "",
+        "**Model & key params**: "
+        + (", ".join(f"`{key}={value}`" for key, value in key_params.items()) or "none logged"),
+        "",
+        "**Test metrics**: "
+        + (", ".join(f"{key} = {value:.4f}" for key, value in metrics.items()) or "none"),
+        "",
+        f"**Promotion**: {decision}",
+        "",
+        "**Plots**: "
+        + (", ".join(f"`runs:/{run_id}/{path}`" for path in plots) or "none logged")
+        + f" (locally `outputs/{model_name}/plots/`, a DVC output).",
+        "",
+        f"**Code & data**: git commit `{commit}`, `dvc.lock` md5 `{lock_hash}`.",
+    ]
+    if commit.endswith("-dirty"):
+        lines.append(
+            "Tracked files differed from that commit when registered (`dvc repro` itself "
+            "rewrites `dvc.lock`; anything else was uncommitted code or config)."
+        )
+    if commit != "unknown":
+        lines += [
+            "To get back to them:",
+            "",
+            f"    git checkout {clean_commit} && dvc checkout   # `dvc pull` if not cached",
+        ]
+    card = "\n".join(lines) + "\n"
+    if len(card) > MAX_DESCRIPTION_CHARS:  # a very long params list; the tags keep the rest
+        card = card[: MAX_DESCRIPTION_CHARS - 2] + "…\n"
+    return card
+
+
+def _as_list(text: str) -> list[str]:
+    """A param logged as a list (`['fresh', 'rotten']`, `[28, 28]`) back as strings."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return [text]
+    return [str(item) for item in value] if isinstance(value, list | tuple) else [text]
+
+
+def registry_client(root: Path):
+    """An `MlflowClient` on the store `tracking_uri(root)` names; fails in seconds, in one line,
+    when a tracking server does not answer or the local SQLite store does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(root)
+    check_tracking_server(uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingError(
+            f"{uri}: no MLflow store there yet; run `dvc repro` to train and register the "
+            "models, or point MLFLOW_TRACKING_URI at the store that holds them"
+        )
+    return MlflowClient(uri)
+
+
+def find_model_version(client, spec: str):
+    """The registered `ModelVersion` that `spec` (see `model_uri`) names, or a `TrackingError`
+    that says what is missing and where to look."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = _parse_model_spec(model_uri(spec))
+    where = f"{model_uri(spec)} (in {mask_uri(client.tracking_uri)})"
+    hint = "`lamina models` lists the registered models, versions and aliases"
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise TrackingError(f"{where}: no registered model named '{name}'; {hint}") from None
+    if alias is not None:
+        if alias not in registered.aliases:
+            raise TrackingError(f"{where}: model '{name}' has no alias '{alias}'; {hint}")
+        version = str(registered.aliases[alias])
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise TrackingError(f"{where}: model '{name}' has no version {version}; {hint}") from None
+
+
+def list_model_versions(client, name: str | None = None) -> list[dict[str, str]]:
+    """One row per registered version: model, version, aliases, primary metric, created (UTC).
+
+    Models by name, each model's newest version first.
+    """
+    filter_string = f"name = '{name}'" if name else None
+    models, token = [], None
+    while True:
+        page = client.search_registered_models(filter_string=filter_string, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            break
+    rows = []
+    for model in sorted(models, key=lambda m: m.name):
+        aliases: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = client.search_model_versions(f"name = '{model.name}'")
+        for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+            created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC)
+            rows.append(
+                {
+                    "model": model.name,
+                    "version": str(version.version),
+                    "aliases": ",".join(sorted(aliases.get(str(version.version), []))) or "-",
+                    "primary metric": _primary_metric(version.tags),
+                    "created (UTC)": created.strftime("%Y-%m-%d %H:%M"),
+                }
+            )
+    return rows
+
+
+def _primary_metric(tags: dict[str, str]) -> str:
+    # Versions registered before the `lamina.primary_metric` tag carried one `test/` tag only.
+    key = tags.get(PRIMARY_METRIC_TAG) or next(
+        (k for k in sorted(tags) if k.startswith("test/")), None
+    )
+    if key is None or key not in tags:
+        return "-"
+    try:
+        return f"{key}={float(tags[key]):.4f}"
+    except ValueError:
+        return f"{key}={tags[key]}"

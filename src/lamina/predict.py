@@ -1,0 +1,625 @@
+"""`lamina predict`: a registered model over a folder of images, a table of texts or a series.
+
+The model says what it reads (its pyfunc input signature, never its name):
+- image classifiers (input column `image`): a folder of PNG/JPEG files, searched recursively and
+  sorted by path. Output: `path` (relative to the folder), `prediction` (the class name),
+  `probability_<class>` per class.
+- text classifiers (`text`): a CSV or Parquet file with a `text` column. Output: the file's `id`
+  column if it has one, else `row` (0 = the first data row), then `prediction` and the
+  probabilities.
+- forecasters (`value`): a CSV series with the time and value columns the model was trained on
+  (its logged config names them: `date`, `co2` for gru-co2), in increasing time order. A
+  rolling forecast: every time step that closes a full window of history (the `window`-th value
+  and later) is a forecast origin; from the `window` values up to and including it the model
+  forecasts the next `horizon` steps. Output: the time and value columns of the origin, then
+  `forecast_1` .. `forecast_<horizon>`, so `forecast_1` of a row is the model's guess of the
+  next row's value, and the last row forecasts past the end of the series.
+GAN generators turn noise into samples and have nothing to predict: predict refuses them.
+
+How it runs: the rows become Ray Data blocks, and `map_batches` hands batches to a fixed pool of
+actors, each loading the model version once (`mlflow.pyfunc.load_model`) and keeping it for
+every batch it gets. Ray starts as every Lamina command starts it (`init_ray`: a local Ray, or
+the cluster at `RAY_ADDRESS`; on a cluster the input files must be where the actors run).
+Everything a user can get wrong (model, alias, version, input, output name) is checked before
+Ray starts; an image that turns out unreadable while predicting fails the whole run. The output
+is streamed into a temporary file next to the target and moved into place only once every row
+is written, so a failed run leaves no output file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lamina.atomic import atomic_path
+from lamina.errors import ConfigError, DataError, LaminaError, TrackingError
+
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The first bytes of every PNG / JPEG file: a cheap check of each file before Ray starts.
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+# Input column of the model's signature -> the kind of input predict reads for it.
+INPUT_COLUMNS = {"image": "images", "text": "text", "value": "series"}
+# Rows per `model.predict` call, and per Ray Data block (the unit an actor takes): one call per
+# task, and blocks small enough to share out evenly (5,000 digits on 2 cores: 1,024-row blocks
+# left one actor with 3 and the other with 2, 256-row ones cut the run's time by a sixth).
+BATCH_ROWS = 256
+BLOCK_ROWS = BATCH_ROWS
+# Each actor holds half a CPU (Ray gives it one torch thread), so one CPU stays free for Ray
+# Data's own tasks: with every CPU held by actors they would wait forever (see DESIGN.md). On
+# 2 cores that is 2 actors; measured on 5,000 digits they predicted at about 1.5x the rate of
+# one actor holding a whole CPU.
+CPUS_PER_ACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A version that exists in the registry, and what it reads."""
+
+    asked: str  # the models:/ URI asked for (an alias or a version)
+    name: str
+    version: str
+    kind: str  # "images" | "text" | "series"
+
+    @property
+    def uri(self) -> str:
+        """Pinned to the version: an alias moved mid-run must not mix two models."""
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """The rows to predict: identifier columns, then the one column the actors feed the model."""
+
+    table: pd.DataFrame
+    id_columns: tuple[str, ...]
+    input_column: str
+    # Arguments every actor gets besides the model (a forecaster's whole series).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    rows: int
+    seconds: float
+    output: Path
+    model_uri: str  # the version that ran
+    asked: str  # the models:/ URI asked for
+
+    def line(self) -> str:
+        rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
+        asked = f" ({self.asked})" if self.asked != self.model_uri else ""
+        return (
+            f"predicted {self.rows} rows in {self.seconds:.1f} s ({rate:.1f} rows/s) "
+            f"with {self.model_uri}{asked} -> {self.output}"
+        )
+
+
+def predict(
+    model_spec: str, input_path: Path, output_path: Path, root: Path = Path(".")
+) -> PredictSummary:
+    """Run the model `NAME[@ALIAS|/VERSION]` over `input_path`, write `output_path` (CSV or
+    Parquet); the store is `MLFLOW_TRACKING_URI`, else `<root>/mlflow.db`."""
+    started = time.perf_counter()
+    output_format = check_output_path(output_path, input_path)
+    if not input_path.exists():
+        raise DataError(f"{input_path}: no such file or folder")
+    _quiet_mlflow()
+    model, tracking = resolve_model(model_spec, root.resolve())
+    rows = read_input(model, input_path)
+    with _ray_session(), atomic_path(output_path) as staging:
+        written = _predict_into(model, rows, staging, output_format, tracking)
+    seconds = time.perf_counter() - started
+    return PredictSummary(written, seconds, output_path, model.uri, model.asked)
+
+
+# --- before any work: output name, model ----------------------------------------------------
+
+
+def check_output_path(output_path: Path, input_path: Path) -> str:
+    """The output format from the name (`csv` or `parquet`); anything else is an error."""
+    suffix = output_path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(
+            f"{output_path}: the output is written as CSV or Parquet by its extension; "
+            "name it *.csv or *.parquet"
+        )
+    if output_path.is_dir():
+        raise ConfigError(f"{output_path}: is a folder; name a file to write")
+    if output_path.resolve() == input_path.resolve():
+        raise ConfigError(f"{output_path}: is the input; name another file for the output")
+    return suffix.lstrip(".")
+
+
+def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
+    """The registered version `model_spec` names and what it reads; the tracking URI, which
+    this process's MLflow now uses.
+
+    A missing store, model, alias or version is one `TrackingError` naming the models:/ URI.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from lamina.registry import model_uri
+    from lamina.tracking import mask_uri, tracking_uri
+
+    asked = model_uri(model_spec)
+    tracking = check_store(tracking_uri(root))
+    name, alias, version = parse_models_uri(asked)
+    client = MlflowClient(tracking, registry_uri=tracking)
+    hint = f"(in {mask_uri(tracking)}); `lamina models` lists the registered models and aliases"
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise TrackingError(f"{asked}: the registry did not answer: {_one_line(exc)}") from None
+        raise TrackingError(f"{asked}: no registered model named '{name}' {hint}") from None
+    if alias is not None:
+        if alias not in registered.aliases:
+            raise TrackingError(f"{asked}: model '{name}' has no alias '{alias}' {hint}")
+        version = str(registered.aliases[alias])
+    else:
+        try:
+            client.get_model_version(name, version)
+        except MlflowException:
+            raise TrackingError(
+                f"{asked}: model '{name}' has no version {version} {hint}"
+            ) from None
+    mlflow.set_tracking_uri(tracking)
+    return RegisteredModel(asked, name, version, model_kind(f"models:/{name}/{version}")), tracking
+
+
+def check_store(uri: str) -> str:
+    """The tracking URI, a SQLite path made absolute (the actors run in other folders).
+
+    A SQLite file that does not exist is an error, not an empty store created in passing; a
+    tracking server must answer within seconds.
+    """
+    from lamina.tracking import check_tracking_server
+
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///")).resolve()
+        if not database.is_file():
+            raise TrackingError(
+                f"no MLflow store at {database}: run `make run` (or `dvc repro`) to train and "
+                "register the models, or point MLFLOW_TRACKING_URI at the store that has them"
+            )
+        return f"sqlite:///{database}"
+    check_tracking_server(uri)
+    return uri
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None,
+    VERSION)."""
+    path = uri.removeprefix("models:/")
+    if "@" in path:
+        name, _, alias = path.rpartition("@")
+        return name, alias, None
+    name, _, version = path.rpartition("/")
+    return name, None, version
+
+
+def model_kind(uri: str) -> str:
+    """What the model reads, from its pyfunc input signature: `images`, `text` or `series`."""
+    import mlflow.models
+    from mlflow.exceptions import MlflowException
+
+    try:
+        signature = mlflow.models.get_model_info(uri).signature
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(f"{uri}: cannot read the model's metadata ({_one_line(exc)})") from None
+    schema = signature.inputs if signature is not None else None
+    names = schema.input_names() if schema is not None and schema.has_input_names() else []
+    for column, kind in INPUT_COLUMNS.items():
+        if column in names:
+            return kind
+    takes = f"input {schema}" if schema is not None else "no input signature"
+    raise LaminaError(
+        f"{uri}: `lamina predict` runs image and text classifiers and forecasters (a model whose "
+        f"input has an `image`, `text` or `value` column); this one takes {takes}. A GAN "
+        "generator turns noise into samples: it has nothing to predict"
+    )
+
+
+# --- reading the input, by the model's kind -------------------------------------------------
+
+
+def read_input(model: RegisteredModel, input_path: Path) -> PredictInput:
+    if model.kind == "images":
+        return read_image_folder(input_path)
+    if model.kind == "text":
+        return read_texts(input_path)
+    return read_series_origins(input_path, *series_settings(model))
+
+
+def read_image_folder(folder: Path) -> PredictInput:
+    """Every PNG/JPEG under `folder`, sorted; each one's first bytes checked already."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: an image classifier reads a folder of PNG or JPEG files")
+    files = sorted(
+        (
+            path
+            for path in folder.rglob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        ),
+        key=lambda path: path.relative_to(folder).as_posix(),
+    )
+    if not files:
+        raise DataError(
+            f"{folder}: no image files in it or its subfolders "
+            f"(looked for {', '.join('*' + s for s in IMAGE_SUFFIXES)})"
+        )
+    for path in files:
+        check_image_header(path)
+    table = pd.DataFrame(
+        {
+            "path": [path.relative_to(folder).as_posix() for path in files],
+            "image": [str(path.resolve()) for path in files],
+        }
+    )
+    return PredictInput(table, ("path",), "image")
+
+
+def check_image_header(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if not head.startswith(IMAGE_SIGNATURES):
+        problem = "empty file" if not head else "its first bytes are not a PNG or JPEG header"
+        raise DataError(f"{path}: not a PNG or JPEG image ({problem}); replace or remove it")
+
+
+def read_image(path: str) -> np.ndarray:
+    """(H, W) uint8 grey-scale pixels; an unreadable file is a `DataError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(
+            f"{path}: not a readable PNG or JPEG image ({_one_line(exc)}); replace or remove it"
+        ) from None
+
+
+def read_texts(path: Path) -> PredictInput:
+    """The `text` column of a CSV or Parquet file, with its `id` column or the row number."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        table = _read_csv(path)
+    elif suffix == ".parquet":
+        table = _read_parquet(path)
+    else:
+        raise DataError(f"{path}: a text classifier reads a .csv or .parquet file with `text`")
+    if "text" not in table.columns:
+        found = ", ".join(repr(str(c)) for c in table.columns) or "none"
+        raise DataError(
+            f"{path}: no column 'text' (columns found: {found}); the model reads the texts "
+            "from a column named 'text'"
+        )
+    if table.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    id_column = "id" if "id" in table.columns else "row"
+    ids = table["id"].to_numpy() if id_column == "id" else np.arange(len(table))
+    rows = pd.DataFrame({id_column: ids, "text": table["text"].to_numpy()})
+    return PredictInput(rows, (id_column,), "text")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        # Every cell as text: an id "007" stays "007", an empty text stays "".
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({_one_line(exc)})") from None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+
+
+def series_settings(model: RegisteredModel) -> tuple[str, str, int]:
+    """(time column, value column, window) from the config logged with the forecaster."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from lamina.config import load_resolved_config
+
+    with tempfile.TemporaryDirectory(prefix="lamina-predict-") as scratch:
+        try:
+            local = download_artifacts(
+                artifact_uri=f"{model.uri}/artifacts/config.yaml", dst_path=scratch
+            )
+        except (MlflowException, OSError):
+            raise LaminaError(
+                f"{model.uri}: a forecaster without its logged config (artifacts/config.yaml), "
+                "so its window and series columns are unknown; register it with `dvc repro`"
+            ) from None
+        config = load_resolved_config(Path(local))
+    return config.data.time_column, config.data.value_column, config.preprocess.window
+
+
+def read_series_origins(
+    path: Path, time_column: str, value_column: str, window: int
+) -> PredictInput:
+    """Every time step with a full window of history up to it, and the whole series."""
+    from lamina.config import SeriesDataConfig
+    from lamina.data.series_table import read_series
+
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        raise DataError(f"{path}: a forecaster reads a CSV series ({time_column}, {value_column})")
+    header = _read_csv(path).columns
+    missing = [c for c in (time_column, value_column) if c not in header]
+    if missing:
+        found = ", ".join(repr(str(c)) for c in header) or "none"
+        raise DataError(
+            f"{path}: no column {' or '.join(map(repr, missing))} (columns found: {found}); "
+            f"the model was trained on a series with columns '{time_column}' and "
+            f"'{value_column}': rename the CSV's header to match"
+        )
+    config = SeriesDataConfig(path=str(path), time_column=time_column, value_column=value_column)
+    times, values = read_series(config)
+    if len(values) < window:
+        raise DataError(
+            f"{path}: {len(values)} values, but the model forecasts from the last {window}: "
+            f"give it at least {window} rows"
+        )
+    origins = np.arange(window - 1, len(values))
+    table = pd.DataFrame(
+        {time_column: times[origins], value_column: values[origins], "position": origins}
+    )
+    return PredictInput(
+        table, (time_column, value_column), "position", {"values": values, "window": window}
+    )
+
+
+# --- predicting with Ray Data ---------------------------------------------------------------
+
+
+class BatchPredictor:
+    """One per Ray actor: loads the model once, then predicts every batch it is given."""
+
+    def __init__(
+        self, model_uri: str, tracking_uri: str, id_columns: tuple[str, ...], input_column: str
+    ) -> None:
+        import mlflow.pyfunc
+
+        _quiet_mlflow()
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.model = mlflow.pyfunc.load_model(model_uri)
+        self.id_columns = list(id_columns)
+        self.input_column = input_column
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        output = self.predict(batch).reset_index(drop=True)
+        ids = batch[self.id_columns].reset_index(drop=True)
+        return pd.concat([ids, output], axis=1)
+
+    def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return self.model.predict(batch[[self.input_column]])
+
+
+class ImagePredictor(BatchPredictor):
+    """Hands the model file paths (the image classifiers' contract: read, grey-scaled, resized)."""
+
+    def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
+        paths = batch["image"].tolist()
+        try:
+            return self.model.predict(pd.DataFrame({"image": paths}))
+        except Exception:
+            # Name the file that broke the batch, if one did (each read raises for its file).
+            for path in paths:
+                read_image(path)
+            raise
+
+
+class SeriesPredictor(BatchPredictor):
+    """A forecast from each origin's window; the actor holds the whole series."""
+
+    def __init__(self, *args: Any, values: np.ndarray, window: int) -> None:
+        super().__init__(*args)
+        self.values = np.asarray(values, dtype=np.float64)
+        self.window = window
+
+    def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
+        forecasts = []
+        for position in batch["position"].to_numpy(dtype=np.int64):
+            history = self.values[position - self.window + 1 : position + 1]
+            output = self.model.predict(pd.DataFrame({"value": history}))
+            forecasts.append(output["forecast"].to_numpy(dtype=np.float64))
+        stacked = np.vstack(forecasts)
+        return pd.DataFrame(
+            {f"forecast_{step + 1}": stacked[:, step] for step in range(stacked.shape[1])}
+        )
+
+
+PREDICTORS = {"images": ImagePredictor, "text": BatchPredictor, "series": SeriesPredictor}
+
+
+@contextlib.contextmanager
+def _ray_session() -> Iterator[None]:
+    """Ray as every Lamina command starts it; shut down after only if this call started it."""
+    import ray
+
+    from lamina.config import ClusterConfig
+    from lamina.ray_runtime import configure_ray_data, init_ray
+
+    started_here = not ray.is_initialized()
+    with _quiet_ray_logs():
+        init_ray(ClusterConfig())
+        configure_ray_data(progress_bars=sys.stderr.isatty())
+        try:
+            yield
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
+# Ray's log records that would come before the one line of a user's error: a notice that token
+# auth is on (the secure default), one that progress bars are off (on purpose when stderr is no
+# terminal), and Ray Data's reports of a failed task (whose error is raised anyway, a bug's
+# with its traceback).
+_RAY_NOISE = {
+    "ray._private.authentication.authentication_token_setup": (
+        lambda record: not record.getMessage().startswith("Token authentication is enabled")
+    ),
+    "ray.data._internal.progress": (
+        lambda record: not record.getMessage().startswith("Progress bars disabled")
+    ),
+    "ray.data._internal.execution.streaming_executor_state": _below_error,
+    "ray.data.exceptions": _below_error,
+}
+
+
+@contextlib.contextmanager
+def _quiet_ray_logs() -> Iterator[None]:
+    for name, keep in _RAY_NOISE.items():
+        logging.getLogger(name).addFilter(keep)
+    try:
+        yield
+    finally:
+        for name, keep in _RAY_NOISE.items():
+            logging.getLogger(name).removeFilter(keep)
+
+
+def actor_pool_size(num_blocks: int) -> int:
+    """As many actors as the cluster's CPUs allow, keeping one CPU free; no more than blocks."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return max(1, min(num_blocks, int((cpus - 1.0) / CPUS_PER_ACTOR)))
+
+
+def _predict_into(
+    model: RegisteredModel, rows: PredictInput, staging: Path, output_format: str, tracking: str
+) -> int:
+    """Predict every row through Ray Data; stream the output into `staging`; rows written."""
+    import ray.data
+
+    table = rows.table
+    blocks = [table.iloc[start : start + BLOCK_ROWS] for start in range(0, len(table), BLOCK_ROWS)]
+    written = 0
+    with _user_errors_from_actors(), warnings.catch_warnings():
+        # Ray 2.60 deprecates passing Ray options such as `max_restarts` here (to be removed in
+        # 2.64) and offers no other way to set it.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        predicted = ray.data.from_pandas(blocks).map_batches(
+            PREDICTORS[model.kind],
+            fn_constructor_args=(model.uri, tracking, rows.id_columns, rows.input_column),
+            fn_constructor_kwargs=rows.extra,
+            batch_size=BATCH_ROWS,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=actor_pool_size(len(blocks))),
+            num_cpus=CPUS_PER_ACTOR,
+            # An actor that dies fails the run, which writes nothing and can simply be rerun.
+            # Restartable actors (Ray Data's default) make Ray's core print an error line on
+            # every run, since their constructor arguments live in the object store.
+            max_restarts=0,
+        )
+        with _TableWriter(staging, output_format) as writer:
+            for batch in predicted.iter_batches(batch_size=None, batch_format="pandas"):
+                writer.write(batch)
+                written += len(batch)
+    return written
+
+
+@contextlib.contextmanager
+def _user_errors_from_actors() -> Iterator[None]:
+    """A `LaminaError` an actor raises (an unreadable image) reaches the user as itself.
+
+    Ray Data would wrap it in its `UserCodeException`, which keeps only the text of the
+    original; told to raise the original, Ray wraps that in a `RayTaskError` whose `cause` it
+    is.
+    """
+    import ray.data
+    from ray.exceptions import RayTaskError
+
+    context = ray.data.DataContext.get_current()
+    raise_original = context.raise_original_map_exception
+    context.raise_original_map_exception = True
+    try:
+        yield
+    except RayTaskError as exc:
+        if not isinstance(exc.cause, LaminaError):
+            raise
+        # Ray Data appends its retry advice to the message, after a line break.
+        message = str(exc.cause).split("\n", 1)[0]
+        raise type(exc.cause)(message) from None
+    finally:
+        context.raise_original_map_exception = raise_original
+
+
+class _TableWriter:
+    """Batches appended to one CSV (header once) or one Parquet file."""
+
+    def __init__(self, path: Path, output_format: str) -> None:
+        self.path = path
+        self.output_format = output_format
+        self._csv = None
+        self._parquet = None
+
+    def __enter__(self) -> _TableWriter:
+        return self
+
+    def write(self, batch: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.output_format == "csv":
+            first = self._csv is None
+            if first:
+                self._csv = self.path.open("w", encoding="utf-8", newline="")
+            batch.to_csv(self._csv, header=first, index=False, lineterminator="\n")
+            return
+        table = pa.Table.from_pandas(batch, preserve_index=False)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.path, table.schema)
+        self._parquet.write_table(table.cast(self._parquet.schema))
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in (self._csv, self._parquet):
+            if handle is not None:
+                handle.close()
+
+
+def _quiet_mlflow() -> None:
+    """No artifact download bars: a failure must be one line on stderr, and actors' output
+    reaches the driver's stderr."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
