@@ -168,14 +168,18 @@ def test_registered_model_takes_raw_input_in_a_fresh_process(clone, first_repro,
 
 
 def test_registered_model_predicts_raw_pixels_in_a_fresh_process(clone, first_repro, tracking):
+    # Raw 0-255 pixels in an `image` column, as a user holds them: the scaler travels inside.
     script = (
-        "import mlflow, numpy as np, pyarrow.parquet as pq\n"
+        "import mlflow, numpy as np, pandas as pd, pyarrow.parquet as pq\n"
         "model = mlflow.pyfunc.load_model('models:/cnn-mnist@champion')\n"
         "table = pq.read_table('outputs/cnn-mnist/splits/test.parquet')\n"
         "pixels = table.column('image').combine_chunks().flatten().to_numpy()\n"
-        "probabilities = model.predict(pixels.reshape(-1, 28, 28).astype(np.float32))\n"
-        "accuracy = (probabilities.argmax(1) == table.column('label').to_numpy()).mean()\n"
-        "print(probabilities.shape[0], round(float(probabilities.sum(1).mean()), 4), accuracy)\n"
+        "images = list(pixels.reshape(-1, 28, 28))\n"
+        "result = model.predict(pd.DataFrame({'image': images}))\n"
+        "probability = result.filter(like='probability_').to_numpy()\n"
+        "labels = table.column('label').to_numpy().astype(str)\n"
+        "accuracy = (result['prediction'].astype(str).to_numpy() == labels).mean()\n"
+        "print(len(result), round(float(probability.sum(1).mean()), 4), accuracy)\n"
     )
     result = run([sys.executable, "-c", script], clone, **tracking)
     assert result.returncode == 0, result.stderr[-2000:]
