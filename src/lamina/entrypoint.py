@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from lamina.errors import LaminaError
 
@@ -38,7 +39,9 @@ def exit_on_user_error(main: Callable[[], None], program: str) -> None:
 
 def run_stage(stage: Callable[[str], None]) -> None:
     """`python pipelines/<stage>.py <experiment>`: run one stage for one experiment."""
-    program = f"lamina {stage.__module__.rsplit('.', 1)[-1]}"
+    # Named after the script (pipelines/train.py -> "lamina train"): run as a script, the
+    # stage function's module is "__main__".
+    program = f"lamina {Path(sys.argv[0]).stem}"
     if len(sys.argv) != 2:
         print(f"usage: python {sys.argv[0]} EXPERIMENT", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -67,6 +67,7 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
         # under the job's feet: the next stage's command finds its directory empty (Ray
         # 2.60). Connect as a driver of our own instead; the job's command goes on.
         os.environ.pop("RAY_JOB_CONFIG_JSON_ENV_VAR", None)
+        check_ray_address(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -96,6 +97,26 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
     root.setLevel(root_level)
     root.handlers = root_handlers
     configure_ray_data(progress_bars=sys.stderr.isatty())
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the address, when nothing listens there: `ray.init` would
+    retry a dead GCS address for minutes, printing warnings all the while."""
+    host_port = address.removeprefix("ray://")
+    if address == "auto" or ":" not in host_port:
+        return  # "auto" finds a local cluster itself, and says so when there is none
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except ValueError:
+        problem = f"the port {port!r} is not a number"
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+    raise LaminaError(
+        f"cannot connect to the Ray cluster at {address} ({problem}); check that it is up "
+        "(`ray status --address ...`) or unset RAY_ADDRESS to run locally"
+    )
 
 
 def free_local_port() -> int:

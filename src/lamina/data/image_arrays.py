@@ -33,8 +33,11 @@ def _load_array(path: Path) -> np.ndarray:
         # allow_pickle=False: a raw file must never be able to run code when it is read.
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
+        # numpy's own words for a pickle suggest loading it unsafely: never the advice here.
+        problem = "not a .npy array of numbers" if "pickle" in str(exc) else str(exc)
         raise DataError(
-            f"{path}: not a readable .npy array ({exc}); restore it with `dvc checkout data.dvc`"
+            f"{path}: not a readable .npy array ({problem}); restore it with "
+            "`dvc checkout data.dvc`"
         ) from None
 
 

@@ -24,9 +24,11 @@ from lamina.gan_metrics import plot_sample_grid
 from lamina.models.dcgan import build_gan
 from lamina.training.loop import (
     CHECKPOINT_FILE,
+    EPOCH_SECONDS,
     autocast,
     gather_generator_states,
     log_epoch_to_mlflow,
+    logged_epochs,
     progress_line,
     quiet_ray_train_reports,
     unwrap,
@@ -150,6 +152,9 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=train.adam_betas)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=train.lr, betas=train.adam_betas)
     start_epoch = 0
+    # A restart (from a checkpoint or, if none was saved yet, from scratch) trains again the
+    # epochs after its checkpoint; those the run already holds are not logged twice.
+    already_logged = logged_epochs(loop_config) if rank == 0 else set()
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restart after a failure: continue where the run left off
@@ -175,7 +180,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
             device,
             noise_rng,
         )
-        metrics["epoch_seconds"] = time.perf_counter() - started
+        metrics[EPOCH_SECONDS] = time.perf_counter() - started
 
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None
@@ -197,7 +202,8 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
                     Path(folder) / CHECKPOINT_FILE,
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
-                log_epoch_to_mlflow(loop_config, metrics, epoch)
-                _log_samples_to_mlflow(loop_config, generator, fixed_noise, epoch)
+                if epoch not in already_logged:
+                    log_epoch_to_mlflow(loop_config, metrics, epoch)
+                    _log_samples_to_mlflow(loop_config, generator, fixed_noise, epoch)
                 logger.info(progress_line(epoch, train.epochs, metrics, loop_config.get("label")))
             ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)

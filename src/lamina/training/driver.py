@@ -7,7 +7,6 @@ prescribe, instead of wrapping a trainer in `Tuner`.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,12 @@ from lamina.tracking import (
 )
 from lamina.training.early_stopping import best_row
 from lamina.training.loop import CHECKPOINT_FILE, train_fn_per_worker
+from lamina.training.resume import (
+    ResumableFit,
+    discard_other_fits,
+    discard_unmarked_checkpoints,
+    resumable_fit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,15 +167,26 @@ def checkpoint_storage(cluster: ClusterConfig, local: Path) -> str:
 def run_training(
     config: ExperimentConfig, paths: ExperimentPaths, vocab_size: int | None = None
 ) -> TrainingOutcome:
+    """Fit, or resume the fit an interrupted stage left for the same inputs (resume.py)."""
     from mlflow.tracking import MlflowClient
 
     root = paths.root.resolve()
     uri = tracking_uri(root)
-    run_id, experiment_id = open_training_run(config, root)
+    storage = checkpoint_storage(config.cluster, paths.ray_storage)
+    inputs = [paths.features, paths.preprocessor]
+    fit = resumable_fit(config, inputs, vocab_size, paths.ray_storage)
+    discard_other_fits(config.name, fit.run_name, paths.ray_storage, storage)
+    # Both services before a run is opened: a server or cluster that is down leaves no run.
+    check_tracking_server(uri)
+    init_ray(config.cluster, state_api=True)  # see init_ray: Ray Train's cleaner asks it
+    run_id, experiment_id = _reattach_run(fit, uri)
+    if run_id is None:
+        discard_unmarked_checkpoints(fit, storage)
+        run_id, experiment_id = open_training_run(config, root)
+        fit.save_run_id(run_id)
+        logger.info("MLflow run %s in experiment %s", run_id, config.name)
     client = MlflowClient(uri)
-    logger.info("MLflow run %s in experiment %s", run_id, config.name)
     try:
-        init_ray(config.cluster, state_api=True)  # see init_ray: Ray Train's cleaner asks it
         trainer = build_trainer(
             config,
             load_training_data(config, paths),
@@ -180,11 +196,17 @@ def run_training(
                 "tracking_uri": uri,
                 "vocab_size": vocab_size,
             },
-            # A fresh name per fit: reusing one silently resumes that run's old checkpoints.
-            run_name=f"{config.name}-{uuid.uuid4().hex[:8]}",
-            storage_path=checkpoint_storage(config.cluster, paths.ray_storage),
+            # Same inputs, same name: Ray Train resumes a name whose folder holds checkpoints.
+            run_name=fit.run_name,
+            storage_path=storage,
         )
         result = trainer.fit()
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, status="KILLED")
+        logger.warning(
+            "interrupted: checkpoints kept; the next `dvc repro` resumes MLflow run %s", run_id
+        )
+        raise
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -211,7 +233,34 @@ def run_training(
     # The best weights now travel with the stage's outputs and the MLflow run; Ray's run folder
     # (best and latest checkpoints) is only needed while the fit is in progress.
     result.filesystem.delete_dir(result.path)
+    fit.forget()
     return TrainingOutcome(run, history, state["model"])
+
+
+def _reattach_run(fit: ResumableFit, uri: str) -> tuple[str | None, str | None]:
+    """The MLflow run of an interrupted fit of the same inputs, set running again; None when
+    there is none (or it was deleted meanwhile)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    run_id = fit.saved_run_id()
+    if run_id is None:
+        return None, None
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.info.lifecycle_stage != "active":
+        fit.forget()
+        return None, None
+    client.update_run(run_id, status="RUNNING")
+    logger.info(
+        "resuming MLflow run %s from the last checkpoint of an interrupted fit (%s)",
+        run_id,
+        fit.run_name,
+    )
+    return run_id, run.info.experiment_id
 
 
 def epoch_history(client, run_id: str) -> pd.DataFrame:

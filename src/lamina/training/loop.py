@@ -24,6 +24,7 @@ from lamina.training.early_stopping import EarlyStopping
 from lamina.training.tasks import SupervisedTask, supervised_task
 
 CHECKPOINT_FILE = "checkpoint.pt"
+EPOCH_SECONDS = "epoch_seconds"  # logged every epoch by every loop
 
 logger = logging.getLogger("lamina.train")
 
@@ -119,6 +120,18 @@ def log_epoch_to_mlflow(loop_config: dict[str, Any], metrics: dict[str, float], 
     )
 
 
+def logged_epochs(loop_config: dict[str, Any]) -> set[int]:
+    """The epochs the run already holds. Rank 0 logs an epoch before reporting its checkpoint
+    (a trial that Tune stops at that report keeps it), so after a restart the epochs between
+    the restored checkpoint and the failure are trained again but must not be logged again."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(loop_config["tracking_uri"]).get_metric_history(
+        loop_config["mlflow_run_id"], EPOCH_SECONDS
+    )
+    return {point.step for point in history}
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -138,6 +151,9 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     scheduler = _make_scheduler(optimizer, config)
     stopping = EarlyStopping(config.train.early_stopping.mode, config.train.early_stopping.patience)
     start_epoch = 0
+    # A restart (from a checkpoint or, if none was saved yet, from scratch) trains again the
+    # epochs after its checkpoint; those the run already holds are not logged twice.
+    already_logged = logged_epochs(loop_config) if rank == 0 else set()
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restart after a failure: continue where the run left off
@@ -164,7 +180,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         # Every rank saw the same validation data with the same weights, so every rank takes
         # the same early-stopping decision and none is left waiting in a collective.
         stopping.update(epoch, metrics[monitor])
-        metrics["epoch_seconds"] = time.perf_counter() - started
+        metrics[EPOCH_SECONDS] = time.perf_counter() - started
 
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None
@@ -183,7 +199,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                     Path(folder) / CHECKPOINT_FILE,
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
-                log_epoch_to_mlflow(loop_config, metrics, epoch)
+                if epoch not in already_logged:
+                    log_epoch_to_mlflow(loop_config, metrics, epoch)
                 logger.info(
                     progress_line(epoch, config.train.epochs, metrics, loop_config.get("label"))
                 )
@@ -226,7 +243,7 @@ def progress_line(
 ) -> str:
     """One line per epoch; `label` tells concurrent runs (Tune trials) apart."""
     shown = "  ".join(
-        f"{key} {value:.4f}" for key, value in metrics.items() if key != "epoch_seconds"
+        f"{key} {value:.4f}" for key, value in metrics.items() if key != EPOCH_SECONDS
     )
     prefix = f"{label}: " if label else ""
-    return f"{prefix}epoch {epoch + 1}/{epochs}  {shown}  ({metrics['epoch_seconds']:.1f} s)"
+    return f"{prefix}epoch {epoch + 1}/{epochs}  {shown}  ({metrics[EPOCH_SECONDS]:.1f} s)"

@@ -1,0 +1,215 @@
+"""Training that survives a killed worker and an interrupted `dvc repro`, and repeats itself.
+
+A copy of the shared clone after its `dvc repro` (features, configs, DVC state) with an MLflow
+store of its own, so nothing here changes what the other modules read. The `train` stage runs
+as DVC runs it (`python pipelines/train.py NAME`); a watcher kills a Ray Train worker process
+once the run has logged its second epoch (so a checkpoint exists), and Ray restarts the worker
+group from the last checkpoint (`cluster.max_failures`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import run, venv_env
+
+pytestmark = pytest.mark.slow
+
+# name -> (epochs, the metric compared between runs)
+EXPERIMENTS = {"mlp-mnist": (4, "val/accuracy"), "gan-mnist": (3, "train/g_loss")}
+EPOCH_KEY = "epoch_seconds"  # logged every epoch by both loops
+TIMEOUT_S = 420
+
+
+@pytest.fixture(scope="module")
+def workspace(clone, first_repro, tmp_path_factory) -> Path:
+    copy = tmp_path_factory.mktemp("reliability") / "lamina"
+    shutil.copytree(clone, copy, symlinks=True)
+    for name, (epochs, _) in EXPERIMENTS.items():
+        # The resolved config the stage reads: more epochs, and one restart allowed.
+        path = copy / "outputs" / name / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["train"]["epochs"] = epochs
+        config["cluster"]["max_failures"] = 1
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def tracking(workspace) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{workspace.parent / 'mlflow.db'}"}
+
+
+def _client(tracking):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking["MLFLOW_TRACKING_URI"])
+
+
+def _train_runs(tracking, name: str) -> list:
+    client = _client(tracking)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`lamina.stage` = 'train'"
+    )
+
+
+def _steps(tracking, run_id: str) -> list[int]:
+    return [point.step for point in _client(tracking).get_metric_history(run_id, EPOCH_KEY)]
+
+
+def _final(tracking, run_id: str, metric: str, epochs: int) -> float:
+    history = _client(tracking).get_metric_history(run_id, metric)
+    (last,) = [point.value for point in history if point.step == epochs - 1]
+    return last
+
+
+def _train(workspace, tracking, name: str) -> str:
+    result = run([sys.executable, "pipelines/train.py", name], workspace, **tracking)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((workspace / "outputs" / name / "run.json").read_text())["run_id"]
+
+
+def _history(workspace, name: str) -> pd.DataFrame:
+    table = pd.read_csv(workspace / "outputs" / name / "history.csv")
+    return table.drop(columns=[EPOCH_KEY])  # wall time: the one column that may differ
+
+
+def _train_workers(root_pid: int) -> set[int]:
+    """PIDs of the Ray Train worker processes under a stage's process."""
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return set()
+    workers = set()
+    for child in children:
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                workers.add(child.pid)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _wait_for_logged_epochs(tracking, name, stage, log_path, known: set[str], count: int):
+    """The new run's id once it holds `count` epochs; fails if the stage ends first."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        assert stage.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        new = [r for r in _train_runs(tracking, name) if r.info.run_id not in known]
+        if new and len(_steps(tracking, new[0].info.run_id)) >= count:
+            return new[0].info.run_id
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_a_killed_worker_resumes_from_its_checkpoint_into_the_same_run(workspace, tracking, name):
+    epochs, metric = EXPERIMENTS[name]
+    undisturbed = _train(workspace, tracking, name)
+    known = {r.info.run_id for r in _train_runs(tracking, name)}
+
+    log_path = workspace.parent / f"killed-worker-{name}.log"
+    with log_path.open("w") as log:
+        stage = subprocess.Popen(
+            [sys.executable, "pipelines/train.py", name],
+            cwd=workspace,
+            env=venv_env(**tracking),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            run_id = _wait_for_logged_epochs(tracking, name, stage, log_path, known, 2)
+            before = _train_workers(stage.pid)
+            assert before, "no Ray Train worker process found under the stage"
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+            restarted = set()
+            deadline = time.monotonic() + TIMEOUT_S
+            while stage.poll() is None and time.monotonic() < deadline:
+                restarted |= _train_workers(stage.pid) - before
+                time.sleep(0.5)
+            assert stage.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+        finally:
+            if stage.poll() is None:
+                os.killpg(stage.pid, signal.SIGKILL)
+                stage.wait()
+    output = log_path.read_text()
+    assert restarted, f"Ray started no new worker after the kill:\n{output[-3000:]}"
+
+    runs = _train_runs(tracking, name)
+    assert len(runs) == len(known) + 1  # the restart logged into the run it had, no second one
+    assert json.loads((workspace / "outputs" / name / "run.json").read_text())["run_id"] == run_id
+    assert _client(tracking).get_run(run_id).info.status == "FINISHED"
+    assert _steps(tracking, run_id) == list(range(epochs))  # each epoch once, none skewed
+    disturbed_final = _final(tracking, run_id, metric, epochs)
+    undisturbed_final = _final(tracking, undisturbed, metric, epochs)
+    assert disturbed_final == pytest.approx(undisturbed_final, rel=0.005)
+
+
+def test_same_seed_data_and_config_give_identical_metrics(workspace, tracking):
+    name = "mlp-mnist"
+    first = _train(workspace, tracking, name)
+    first_history = _history(workspace, name)
+    second = _train(workspace, tracking, name)
+    assert second != first
+    pd.testing.assert_frame_equal(_history(workspace, name), first_history, check_exact=True)
+
+
+def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspace, tracking):
+    name, epochs = "mlp-mnist", 5
+    preset = workspace / "conf" / "experiment" / f"{name}.yaml"
+    body = yaml.safe_load(preset.read_text())
+    body["train"]["epochs"] = epochs
+    preset.write_text(yaml.safe_dump(body, sort_keys=False))
+    known = {r.info.run_id for r in _train_runs(tracking, name)}
+    model = workspace / "outputs" / name / "model"
+
+    log_path = workspace.parent / "killed-repro.log"
+    with log_path.open("w") as log:
+        repro = subprocess.Popen(
+            ["dvc", "repro", f"train@{name}"],
+            cwd=workspace,
+            env=venv_env(**tracking),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: Ray's processes die with it
+        )
+        try:
+            run_id = _wait_for_logged_epochs(tracking, name, repro, log_path, known, 2)
+        finally:
+            os.killpg(repro.pid, signal.SIGKILL)
+            repro.wait()
+    # DVC removed the stage's outputs before running it, and nothing put them back.
+    assert not model.exists() and not (workspace / "outputs" / name / "run.json").exists()
+    leftovers = [p.name for p in (workspace / "outputs" / name).iterdir()]
+    assert not any(".tmp" in leftover for leftover in leftovers), leftovers
+    assert f"train@{name}" in run(["dvc", "status", f"train@{name}"], workspace).stdout
+
+    resumed = run(["dvc", "repro", f"train@{name}"], workspace, **tracking)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"resuming MLflow run {run_id}" in output
+    assert len(_train_runs(tracking, name)) == len(known) + 1
+    assert json.loads((workspace / "outputs" / name / "run.json").read_text())["run_id"] == run_id
+    assert _steps(tracking, run_id) == list(range(epochs))
+    # Resumed, not restarted: the epochs before the kill were not trained again.
+    trained_again = [line for line in output.splitlines() if "epoch 1/" in line]
+    assert not trained_again, trained_again
+    assert (model / "model.pt").is_file()
+    assert not list((workspace / ".lamina" / "ray").glob(f"{name}-*")), "fit state left behind"
