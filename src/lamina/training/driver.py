@@ -23,6 +23,7 @@ from lamina.tracking import (
     dvc_data_hash,
     get_or_create_experiment,
     git_commit,
+    mask_uri,
     tracking_uri,
 )
 from lamina.training.early_stopping import best_row
@@ -76,9 +77,11 @@ def open_training_run(
 
 
 def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    """Every param, with any password in a URI value (`cluster.address`,
+    `cluster.storage_path`) masked: the UI shows params to everyone who can read the run."""
     from mlflow.entities import Param
 
-    batch = [Param(key, value) for key, value in params.items()]
+    batch = [Param(key, mask_uri(value)) for key, value in params.items()]
     for start in range(0, len(batch), 100):  # log_batch takes at most 100 params a call
         client.log_batch(run_id, params=batch[start : start + 100])
 
