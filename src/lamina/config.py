@@ -234,6 +234,9 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
+    # GPUs only: deterministic kernels (cuDNN, cuBLAS), slower. On CPU the same seed, data and
+    # config give identical metrics without it.
+    deterministic: bool = False
 
 
 class ClusterConfig(_Strict):

@@ -31,6 +31,7 @@ from lamina.training.loop import (
     logged_epochs,
     progress_line,
     quiet_ray_train_reports,
+    seed_everything,
     unwrap,
 )
 
@@ -137,7 +138,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     # Same initial weights on every rank; the noise each rank draws differs.
-    torch.manual_seed(config.train.seed)
+    seed_everything(config)
     noise_rng = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
     # The same noise every epoch (and after a restart), so the sample grids are comparable.
     fixed_noise = torch.randn(

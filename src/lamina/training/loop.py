@@ -9,11 +9,14 @@ driver opened, so the run fills in while training goes on.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -27,6 +30,21 @@ CHECKPOINT_FILE = "checkpoint.pt"
 EPOCH_SECONDS = "epoch_seconds"  # logged every epoch by every loop
 
 logger = logging.getLogger("lamina.train")
+
+
+def seed_everything(config: ExperimentConfig) -> None:
+    """The same start on every rank and every run: Python's, NumPy's and torch's global
+    generators (data order and augmentation draw from generators of their own, seeded from
+    the same seed and kept in the checkpoint). `train.deterministic` also rules out the GPU
+    kernels whose results vary from run to run (atomics in cuDNN and cuBLAS)."""
+    seed = config.train.seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if config.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
 def make_optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
@@ -144,7 +162,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     # Same initial weights on every rank; augmentation noise differs per rank.
-    torch.manual_seed(config.train.seed)
+    seed_everything(config)
     generator = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
     model = ray.train.torch.prepare_model(build_model(config, loop_config.get("vocab_size")))
     optimizer = make_optimizer(model, config)
