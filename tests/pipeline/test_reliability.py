@@ -70,7 +70,9 @@ def _train_runs(tracking, name: str) -> list:
 
 
 def _steps(tracking, run_id: str) -> list[int]:
-    return [point.step for point in _client(tracking).get_metric_history(run_id, EPOCH_KEY)]
+    """The epochs a run holds, sorted, a repeated one as often as it was logged."""
+    history = _client(tracking).get_metric_history(run_id, EPOCH_KEY)
+    return sorted(point.step for point in history)
 
 
 def _final(tracking, run_id: str, metric: str) -> float:
