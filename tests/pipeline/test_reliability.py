@@ -49,7 +49,8 @@ def workspace(clone, first_repro, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tracking(workspace) -> dict[str, str]:
+def store(workspace) -> dict[str, str]:
+    """The copy's own MLflow store (the name `tracking` is the shared clone's, in conftest)."""
     return {"MLFLOW_TRACKING_URI": f"sqlite:///{workspace.parent / 'mlflow.db'}"}
 
 
@@ -120,24 +121,24 @@ def _wait_for_logged_epochs(tracking, name, stage, log_path, known: set[str], co
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
-def test_a_killed_worker_resumes_from_its_checkpoint_into_the_same_run(workspace, tracking, name):
+def test_a_killed_worker_resumes_from_its_checkpoint_into_the_same_run(workspace, store, name):
     _, metric = EXPERIMENTS[name]
-    undisturbed = _train(workspace, tracking, name)
-    epochs = len(_steps(tracking, undisturbed))  # early stopping may end it before the last
-    known = {r.info.run_id for r in _train_runs(tracking, name)}
+    undisturbed = _train(workspace, store, name)
+    epochs = len(_steps(store, undisturbed))  # early stopping may end it before the last
+    known = {r.info.run_id for r in _train_runs(store, name)}
 
     log_path = workspace.parent / f"killed-worker-{name}.log"
     with log_path.open("w") as log:
         stage = subprocess.Popen(
             [sys.executable, "pipelines/train.py", name],
             cwd=workspace,
-            env=venv_env(**tracking),
+            env=venv_env(**store),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
-            run_id = _wait_for_logged_epochs(tracking, name, stage, log_path, known, 2)
+            run_id = _wait_for_logged_epochs(store, name, stage, log_path, known, 2)
             before = _train_workers(stage.pid)
             assert before, "no Ray Train worker process found under the stage"
             victim = min(before)
@@ -155,32 +156,32 @@ def test_a_killed_worker_resumes_from_its_checkpoint_into_the_same_run(workspace
     output = log_path.read_text()
     assert restarted, f"Ray started no new worker after the kill:\n{output[-3000:]}"
 
-    runs = _train_runs(tracking, name)
+    runs = _train_runs(store, name)
     assert len(runs) == len(known) + 1  # the restart logged into the run it had, no second one
     assert json.loads((workspace / "outputs" / name / "run.json").read_text())["run_id"] == run_id
-    assert _client(tracking).get_run(run_id).info.status == "FINISHED"
-    assert _steps(tracking, run_id) == list(range(epochs))  # each epoch once, none skewed
-    disturbed_final = _final(tracking, run_id, metric)
-    undisturbed_final = _final(tracking, undisturbed, metric)
+    assert _client(store).get_run(run_id).info.status == "FINISHED"
+    assert _steps(store, run_id) == list(range(epochs))  # each epoch once, none skewed
+    disturbed_final = _final(store, run_id, metric)
+    undisturbed_final = _final(store, undisturbed, metric)
     assert disturbed_final == pytest.approx(undisturbed_final, rel=0.005)
 
 
-def test_same_seed_data_and_config_give_identical_metrics(workspace, tracking):
+def test_same_seed_data_and_config_give_identical_metrics(workspace, store):
     name = "mlp-mnist"
-    first = _train(workspace, tracking, name)
+    first = _train(workspace, store, name)
     first_history = _history(workspace, name)
-    second = _train(workspace, tracking, name)
+    second = _train(workspace, store, name)
     assert second != first
     pd.testing.assert_frame_equal(_history(workspace, name), first_history, check_exact=True)
 
 
-def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspace, tracking):
+def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspace, store):
     name = "mlp-mnist"
     preset = workspace / "conf" / "experiment" / f"{name}.yaml"
     body = yaml.safe_load(preset.read_text())
     body["train"]["epochs"] = EXPERIMENTS[name][0] + 1  # a config of its own: a fit of its own
     preset.write_text(yaml.safe_dump(body, sort_keys=False))
-    known = {r.info.run_id for r in _train_runs(tracking, name)}
+    known = {r.info.run_id for r in _train_runs(store, name)}
     model = workspace / "outputs" / name / "model"
 
     log_path = workspace.parent / "killed-repro.log"
@@ -188,13 +189,13 @@ def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspac
         repro = subprocess.Popen(
             ["dvc", "repro", f"train@{name}"],
             cwd=workspace,
-            env=venv_env(**tracking),
+            env=venv_env(**store),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: Ray's processes die with it
         )
         try:
-            run_id = _wait_for_logged_epochs(tracking, name, repro, log_path, known, 2)
+            run_id = _wait_for_logged_epochs(store, name, repro, log_path, known, 2)
         finally:
             os.killpg(repro.pid, signal.SIGKILL)
             repro.wait()
@@ -204,14 +205,14 @@ def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspac
     assert not any(".tmp" in leftover for leftover in leftovers), leftovers
     assert f"train@{name}" in run(["dvc", "status", f"train@{name}"], workspace).stdout
 
-    resumed = run(["dvc", "repro", f"train@{name}"], workspace, **tracking)
+    resumed = run(["dvc", "repro", f"train@{name}"], workspace, **store)
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-3000:]
     assert f"resuming MLflow run {run_id}" in output
-    assert len(_train_runs(tracking, name)) == len(known) + 1
+    assert len(_train_runs(store, name)) == len(known) + 1
     assert json.loads((workspace / "outputs" / name / "run.json").read_text())["run_id"] == run_id
     epochs = len(pd.read_csv(workspace / "outputs" / name / "history.csv"))
-    assert _steps(tracking, run_id) == list(range(epochs))
+    assert _steps(store, run_id) == list(range(epochs))
     # Resumed, not restarted: the epochs before the kill were not trained again.
     trained_again = [line for line in output.splitlines() if "epoch 1/" in line]
     assert not trained_again, trained_again
