@@ -26,11 +26,12 @@ from lamina.training.loop import (
     CHECKPOINT_FILE,
     EPOCH_SECONDS,
     autocast,
-    gather_generator_states,
+    gather_rng_states,
     log_epoch_to_mlflow,
     logged_epochs,
     progress_line,
     quiet_ray_train_reports,
+    restore_rng_state,
     seed_everything,
     unwrap,
 )
@@ -165,7 +166,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
         unwrap(discriminator).load_state_dict(state["discriminator"])
         optimizer_g.load_state_dict(state["optimizer_g"])
         optimizer_d.load_state_dict(state["optimizer_d"])
-        noise_rng.set_state(state["noise_rng_states"][rank])
+        restore_rng_state(state["rng_states"][rank], noise_rng, device)
         start_epoch = state["epoch"] + 1
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -185,7 +186,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
 
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None
-            noise_rng_states = gather_generator_states(noise_rng)
+            rng_states = gather_rng_states(noise_rng, device)
             if rank == 0:
                 generator_state = unwrap(generator).state_dict()
                 torch.save(
@@ -197,7 +198,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
                         "discriminator": unwrap(discriminator).state_dict(),
                         "optimizer_g": optimizer_g.state_dict(),
                         "optimizer_d": optimizer_d.state_dict(),
-                        "noise_rng_states": noise_rng_states,
+                        "rng_states": rng_states,
                         "mlflow_run_id": loop_config["mlflow_run_id"],
                     },
                     Path(folder) / CHECKPOINT_FILE,

@@ -181,7 +181,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         stopping.load_state_dict(state["early_stopping"])
-        generator.set_state(state["generators"][rank])
+        restore_rng_state(state["rng_states"][rank], generator, device)
         start_epoch = state["epoch"] + 1
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -202,7 +202,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
 
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None
-            generators = gather_generator_states(generator)
+            rng_states = gather_rng_states(generator, device)
             if rank == 0:
                 torch.save(
                     {
@@ -211,7 +211,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "early_stopping": stopping.state_dict(),
-                        "generators": generators,
+                        "rng_states": rng_states,
                         "mlflow_run_id": loop_config["mlflow_run_id"],
                     },
                     Path(folder) / CHECKPOINT_FILE,
@@ -243,13 +243,25 @@ def quiet_ray_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
-    state = generator.get_state()
+def gather_rng_states(generator: torch.Generator, device: torch.device) -> list[dict]:
+    """Every rank's random state, for rank 0's checkpoint: the loop's own generator (data
+    order, augmentation or noise) and torch's global one (dropout; CUDA's too on a GPU), so a
+    restart draws exactly what the lost epochs would have drawn."""
+    state = {"own": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     if not (dist.is_available() and dist.is_initialized()):
         return [state]
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, state)
     return gathered
+
+
+def restore_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(state["own"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
