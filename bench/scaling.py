@@ -40,6 +40,7 @@ def train_throughput(experiment: str, workers: int, epochs: int, cluster) -> dic
 
     from lamina.config import compose_experiment
     from lamina.paths import ExperimentPaths
+    from lamina.preprocess import vocabulary_tokens
     from lamina.training.driver import run_training
 
     config = compose_experiment(experiment, ROOT / "conf")
@@ -52,12 +53,10 @@ def train_throughput(experiment: str, workers: int, epochs: int, cluster) -> dic
     paths = ExperimentPaths(experiment, ROOT)
     if not (paths.features / "train").is_dir():
         raise SystemExit(f"{paths.features}: no features; run `make run` (or dvc repro) first")
-    vocab_size = None
-    if config.data.kind == "text":
-        vocab_size = json.loads(paths.preprocessor.read_text())["vocab_size"]
+    vocabulary = vocabulary_tokens(config, paths.preprocessor)
 
     started = time.perf_counter()
-    outcome = run_training(config, paths, vocab_size)
+    outcome = run_training(config, paths, vocabulary)
     fit_seconds = time.perf_counter() - started
     ray.shutdown()
     epoch_seconds = list(outcome.history["epoch_seconds"])

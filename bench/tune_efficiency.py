@@ -41,7 +41,7 @@ import yaml
 
 from lamina.config import ExperimentConfig, load_resolved_config, with_overrides
 from lamina.paths import ExperimentPaths
-from lamina.preprocess import vocabulary_size
+from lamina.preprocess import vocabulary_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "tune_efficiency.json"
@@ -84,7 +84,7 @@ def main() -> None:
         shutil.copytree(source.features, paths.features)
         shutil.copy(source.preprocessor, paths.preprocessor)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-        vocab = vocabulary_size(config, paths.preprocessor)
+        vocab = vocabulary_tokens(config, paths.preprocessor)
 
         runs = {}
         for scheduler in ("asha", "fifo"):

@@ -2,7 +2,7 @@
 
 Supervised models train with one loop (classification or regression); a GAN with the
 adversarial loop. Both checkpoint every epoch and keep the best.
-In:  outputs/<experiment>/features/{train,val}/, preprocessor.json (vocabulary size),
+In:  outputs/<experiment>/features/{train,val}/, preprocessor.json (vocabulary),
      best_params.yaml (the `tune` stage's pick, applied over the config), config sections
      `data`, `preprocess`, `model`, `train`, `cluster`.
 Out: outputs/<experiment>/model/model.pt (best epoch's weights) and model/config.yaml (the
@@ -17,7 +17,7 @@ from lamina.atomic import atomic_path, atomic_write_text
 from lamina.config import dump_config, load_best_params, load_resolved_config, with_overrides
 from lamina.entrypoint import run_stage
 from lamina.paths import ExperimentPaths
-from lamina.preprocess import vocabulary_size
+from lamina.preprocess import vocabulary_tokens
 from lamina.training.driver import run_training
 
 logger = logging.getLogger("lamina.train")
@@ -30,7 +30,7 @@ def train(experiment: str) -> None:
     if tuned:
         logger.info("training with the search's best params: %s", tuned)
         config = with_overrides(config, tuned)
-    outcome = run_training(config, paths, vocabulary_size(config, paths.preprocessor))
+    outcome = run_training(config, paths, vocabulary_tokens(config, paths.preprocessor))
 
     with atomic_path(paths.model_dir) as staging:
         staging.mkdir()

@@ -24,6 +24,10 @@ from lamina.errors import ConfigError
 CONFIG_GROUPS = ("data", "model", "train", "cluster", "tune")
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu"]
+# Word vectors a text model's embedding layer can start from (lamina.models.pretrained), and
+# their width: the layer needs at least that many columns.
+PretrainedEmbeddings = Literal["none", "glove-6b-50d"]
+PRETRAINED_EMBEDDING_WIDTH = {"glove-6b-50d": 50}
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
@@ -143,6 +147,12 @@ class MLPConfig(_Strict):
     activation: Activation = "relu"
 
 
+def _check_embedding_width(source: str, width: int, key: str) -> None:
+    needed = PRETRAINED_EMBEDDING_WIDTH.get(source, 0)
+    if width < needed:
+        raise ValueError(f"{key} ({width}) is narrower than {source}'s {needed}-wide vectors")
+
+
 class RNNConfig(_Strict):
     """Text classifier: embeddings -> LSTM or GRU -> pooled -> head."""
 
@@ -157,6 +167,12 @@ class RNNConfig(_Strict):
     # on a few memorised words, and learns what to do with words it has never seen.
     word_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     activation: Activation = "relu"
+    pretrained_embeddings: PretrainedEmbeddings = "none"
+
+    @model_validator(mode="after")
+    def _room_for_pretrained_vectors(self) -> RNNConfig:
+        _check_embedding_width(self.pretrained_embeddings, self.embedding_dim, "embedding_dim")
+        return self
 
 
 class TransformerConfig(_Strict):
@@ -169,11 +185,13 @@ class TransformerConfig(_Strict):
     feedforward_dim: Annotated[int, Field(gt=0)] = 256
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     activation: Activation = "gelu"
+    pretrained_embeddings: PretrainedEmbeddings = "none"
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerConfig:
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads")
+        _check_embedding_width(self.pretrained_embeddings, self.d_model, "d_model")
         return self
 
 

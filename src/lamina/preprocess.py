@@ -80,11 +80,17 @@ def load_preprocessor(config: ExperimentConfig, path: Path) -> Any:
     return SeriesScaler.load(path)
 
 
-def vocabulary_size(config: ExperimentConfig, preprocessor_path: Path) -> int | None:
-    """Text models are sized by the vocabulary fitted on train; others need nothing."""
+def vocabulary_tokens(config: ExperimentConfig, preprocessor_path: Path) -> list[str] | None:
+    """The tokens of the vocabulary fitted on train, by id: a text model is sized by it and
+    may start from pretrained vectors of its words. Other models need nothing."""
     if config.data.kind != "text":
         return None
-    return len(load_preprocessor(config, preprocessor_path).tokens)
+    return list(load_preprocessor(config, preprocessor_path).tokens)
+
+
+def vocabulary_size(config: ExperimentConfig, preprocessor_path: Path) -> int | None:
+    tokens = vocabulary_tokens(config, preprocessor_path)
+    return None if tokens is None else len(tokens)
 
 
 def read_features(config: ExperimentConfig, folder: Path) -> tuple[np.ndarray, np.ndarray]:

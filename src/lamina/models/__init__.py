@@ -89,6 +89,20 @@ def build_model(config: ExperimentConfig, vocab_size: int | None = None) -> nn.M
     raise TypeError(f"{type(model).__name__} is not a single-network model (a GAN? use build_gan)")
 
 
+def build_model_to_train(config: ExperimentConfig, vocabulary: list[str] | None) -> nn.Module:
+    """`build_model` for a fresh fit: a text model's embedding rows start from the pretrained
+    word vectors its config names. Trained weights replace them when loaded, so inference
+    builds with `build_model` and never needs the vectors."""
+    model = build_model(config, None if vocabulary is None else len(vocabulary))
+    settings = config.model
+    text_model = isinstance(settings, (RNNConfig, TransformerConfig))
+    if text_model and settings.pretrained_embeddings != "none":
+        from lamina.models.pretrained import initialise_embeddings
+
+        initialise_embeddings(model.embedding, vocabulary, settings.pretrained_embeddings)
+    return model
+
+
 def _required(vocab_size: int | None) -> int:
     if vocab_size is None:
         raise ValueError("text models need the fitted vocabulary size")

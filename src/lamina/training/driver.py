@@ -168,7 +168,7 @@ def checkpoint_storage(cluster: ClusterConfig, local: Path) -> str:
 
 
 def run_training(
-    config: ExperimentConfig, paths: ExperimentPaths, vocab_size: int | None = None
+    config: ExperimentConfig, paths: ExperimentPaths, vocabulary: list[str] | None = None
 ) -> TrainingOutcome:
     """Fit, or resume the fit an interrupted stage left for the same inputs (resume.py)."""
     from mlflow.tracking import MlflowClient
@@ -177,6 +177,7 @@ def run_training(
     uri = tracking_uri(root)
     storage = checkpoint_storage(config.cluster, paths.ray_storage)
     inputs = [paths.features, paths.preprocessor]
+    vocab_size = None if vocabulary is None else len(vocabulary)
     fit = resumable_fit(config, inputs, vocab_size, paths.ray_storage)
     discard_other_fits(config.name, fit.run_name, paths.ray_storage, storage)
     # Both services before a run is opened: a server or cluster that is down leaves no run.
@@ -197,7 +198,7 @@ def run_training(
                 "experiment": config.model_dump(mode="json"),
                 "mlflow_run_id": run_id,
                 "tracking_uri": uri,
-                "vocab_size": vocab_size,
+                "vocabulary": vocabulary,
             },
             # Same inputs, same name: Ray Train resumes a name whose folder holds checkpoints.
             run_name=fit.run_name,

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from lamina.config import ExperimentConfig
-from lamina.models import build_model
+from lamina.models import build_model_to_train
 from lamina.training.augment import random_affine
 from lamina.training.early_stopping import EarlyStopping
 from lamina.training.tasks import SupervisedTask, supervised_task
@@ -164,7 +164,9 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     # Same initial weights on every rank; augmentation noise differs per rank.
     seed_everything(config)
     generator = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
-    model = ray.train.torch.prepare_model(build_model(config, loop_config.get("vocab_size")))
+    model = ray.train.torch.prepare_model(
+        build_model_to_train(config, loop_config.get("vocabulary"))
+    )
     optimizer = make_optimizer(model, config)
     scheduler = _make_scheduler(optimizer, config)
     stopping = EarlyStopping(config.train.early_stopping.mode, config.train.early_stopping.patience)

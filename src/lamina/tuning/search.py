@@ -49,7 +49,7 @@ def search_state_dir(config: ExperimentConfig, paths: ExperimentPaths) -> Path:
 
 
 def run_search(
-    config: ExperimentConfig, paths: ExperimentPaths, vocab_size: int | None
+    config: ExperimentConfig, paths: ExperimentPaths, vocabulary: list[str] | None
 ) -> SearchOutcome:
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -79,7 +79,7 @@ def run_search(
         root=str(root),
         tracking_uri=uri,
         parent_run_id=parent_run_id,
-        vocab_size=vocab_size,
+        vocabulary=vocabulary,
         train_storage=checkpoint_storage(config.cluster, state / "trials"),
     )
     # The trial's own process only waits on its TorchTrainer; the workers hold the CPUs. (Tune

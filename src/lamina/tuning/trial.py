@@ -22,7 +22,7 @@ class TrialSetup:
     root: str
     tracking_uri: str
     parent_run_id: str
-    vocab_size: int | None
+    vocabulary: list[str] | None  # text models' fitted tokens, by id
     train_storage: str  # where trials' Ray Train runs keep their checkpoints
 
 
@@ -95,7 +95,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, datasets: dict) -> None
             "experiment": config.model_dump(mode="json"),
             "mlflow_run_id": run_id,
             "tracking_uri": setup.tracking_uri,
-            "vocab_size": setup.vocab_size,
+            "vocabulary": setup.vocabulary,
             "label": f"trial {trial_id}",
         },
         # Stable per trial: a resumed search continues an interrupted trial from its last
