@@ -6,9 +6,12 @@ mocking them, as lightning-hydra-template's conftest does.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +88,29 @@ def venv_env(**extra: str) -> dict[str, str]:
 
 def run(cmd: list[str], cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=venv_env(**extra_env), capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def process_group(
+    cmd: list[str], cwd: Path, log_path: Path, **extra_env: str
+) -> Iterator[subprocess.Popen]:
+    """`cmd` started in a process group of its own, output to `log_path`; on leaving, whatever
+    of the group still runs (a stage and the Ray it started) is SIGKILLed by the group's id."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=venv_env(**extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # none of the group is left
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def clone_worktree(destination: Path) -> None:

@@ -152,33 +152,19 @@ def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lamina.registry import model_uri
-    from lamina.tracking import mask_uri, tracking_uri
+    from lamina.registry import find_model_version, model_uri
+    from lamina.tracking import tracking_uri
 
     asked = model_uri(model_spec)
     tracking = check_store(tracking_uri(root))
-    name, alias, version = parse_models_uri(asked)
     client = MlflowClient(tracking, registry_uri=tracking)
-    hint = f"(in {mask_uri(tracking)}); `lamina models` lists the registered models and aliases"
     try:
-        registered = client.get_registered_model(name)
+        version = find_model_version(client, asked)
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise TrackingError(f"{asked}: the registry did not answer: {_one_line(exc)}") from None
-        raise TrackingError(f"{asked}: no registered model named '{name}' {hint}") from None
-    if alias is not None:
-        if alias not in registered.aliases:
-            raise TrackingError(f"{asked}: model '{name}' has no alias '{alias}' {hint}")
-        version = str(registered.aliases[alias])
-    else:
-        try:
-            client.get_model_version(name, version)
-        except MlflowException:
-            raise TrackingError(
-                f"{asked}: model '{name}' has no version {version} {hint}"
-            ) from None
+        raise TrackingError(f"{asked}: the registry did not answer: {_one_line(exc)}") from None
     mlflow.set_tracking_uri(tracking)
-    return RegisteredModel(asked, name, version, model_kind(f"models:/{name}/{version}")), tracking
+    name, number = version.name, str(version.version)
+    return RegisteredModel(asked, name, number, model_kind(f"models:/{name}/{number}")), tracking
 
 
 def check_store(uri: str) -> str:
@@ -199,17 +185,6 @@ def check_store(uri: str) -> str:
         return f"sqlite:///{database}"
     check_tracking_server(uri)
     return uri
-
-
-def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None,
-    VERSION)."""
-    path = uri.removeprefix("models:/")
-    if "@" in path:
-        name, _, alias = path.rpartition("@")
-        return name, alias, None
-    name, _, version = path.rpartition("/")
-    return name, None, version
 
 
 def model_kind(uri: str) -> str:

@@ -226,9 +226,9 @@ def test_series_origins_are_every_full_window(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nope", r"models:/nope@champion: no registered model named 'nope' .*`lamina models`"),
-        ("tiny-text@prod", r"models:/tiny-text@prod: model 'tiny-text' has no alias 'prod' "),
-        ("tiny-text/7", r"models:/tiny-text/7: model 'tiny-text' has no version 7 "),
+        ("nope", r"models:/nope@champion \(in .*\): no registered model named 'nope'; `lamina"),
+        ("tiny-text@prod", r"models:/tiny-text@prod \(in .*\): model 'tiny-text' has no alias"),
+        ("tiny-text/7", r"models:/tiny-text/7 \(in .*\): model 'tiny-text' has no version 7;"),
     ],
 )
 def test_missing_model_alias_or_version_is_one_clear_error(in_store, spec, message):

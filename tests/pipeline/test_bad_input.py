@@ -35,6 +35,16 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def _config(breaks: Callable[[Path], None], *says: str) -> Case:
+    """A bad preset: `configure` refuses it and writes no config."""
+    return Case("cnn-mnist", "configure", breaks, says, "config.yaml")
+
+
+def _raw(experiment: str, breaks: Callable[[Path], None], *says: str) -> Case:
+    """`prepare` refuses what `breaks` did (bad raw data, a missing config): no splits."""
+    return Case(experiment, "prepare", breaks, says, "splits")
+
+
 # --- raw data: good by default, each case breaks one thing --------------------------------
 
 
@@ -108,151 +118,104 @@ DOWN = "http://lamina:s3cret@127.0.0.1:9/"  # nothing listens on port 9 (discard
 
 CASES: dict[str, Case] = {
     # configure: the preset, validated before anything runs
-    "config: unknown key": Case(
-        "cnn-mnist",
-        "configure",
+    "config: unknown key": _config(
         _preset("cnn-mnist", "train", "learning_rate", 0.1),
-        ("conf/experiment/cnn-mnist.yaml", "train.learning_rate", "Extra inputs"),
-        "config.yaml",
+        "conf/experiment/cnn-mnist.yaml",
+        "train.learning_rate",
+        "Extra inputs",
     ),
-    "config: wrong type": Case(
-        "cnn-mnist",
-        "configure",
+    "config: wrong type": _config(
         _preset("cnn-mnist", "train", "epochs", "ten"),
-        ("cnn-mnist.yaml", "train.epochs", "valid integer"),
-        "config.yaml",
+        "cnn-mnist.yaml",
+        "train.epochs",
+        "valid integer",
     ),
-    "config: impossible value": Case(
-        "cnn-mnist",
-        "configure",
-        _preset("cnn-mnist", "train", "lr", -1),
-        ("cnn-mnist.yaml", "train.lr", "greater than 0"),
-        "config.yaml",
+    "config: impossible value": _config(
+        _preset("cnn-mnist", "train", "lr", -1), "cnn-mnist.yaml", "train.lr", "greater than 0"
     ),
-    "config: no data left to train on": Case(
-        "cnn-mnist",
-        "configure",
+    "config: no data left to train on": _config(
         _preset("cnn-mnist", "split", "test_fraction", 0.85),
-        ("cnn-mnist.yaml", "split", "at least 10% for training"),
-        "config.yaml",
+        "cnn-mnist.yaml",
+        "split",
+        "at least 10% for training",
     ),
-    "config: unknown option of a group": Case(
-        "cnn-mnist",
-        "configure",
-        _preset("cnn-mnist", "defaults", "model", "resnet"),
-        ("resnet",),
-        "config.yaml",
+    "config: unknown option of a group": _config(
+        _preset("cnn-mnist", "defaults", "model", "resnet"), "resnet"
     ),
     # prepare: MNIST-style arrays (images.npy, labels.npy)
-    "images: missing file": Case(
-        "cnn-mnist",
-        "prepare",
-        lambda w: None,
-        ("data/mnist/images.npy", "lamina data ensure"),
-        "splits",
+    "images: missing file": _raw(
+        "cnn-mnist", lambda w: None, "data/mnist/images.npy", "lamina data ensure"
     ),
-    "images: random bytes": Case(
+    "images: random bytes": _raw(
         "cnn-mnist",
-        "prepare",
         lambda w: _digits(w, images=np.random.default_rng(0).bytes(4000)),
-        ("data/mnist/images.npy",),
-        "splits",
+        "data/mnist/images.npy",
     ),
-    "images: empty file": Case(
-        "cnn-mnist", "prepare", lambda w: _digits(w, images=b""), ("images.npy",), "splits"
+    "images: empty file": _raw("cnn-mnist", lambda w: _digits(w, images=b""), "images.npy"),
+    "images: truncated file": _raw(
+        "cnn-mnist", lambda w: _digits(w, images=_truncated_npy(w)), "images.npy"
     ),
-    "images: truncated file": Case(
+    "images: wrong shape": _raw(
         "cnn-mnist",
-        "prepare",
-        lambda w: _digits(w, images=_truncated_npy(w)),
-        ("images.npy",),
-        "splits",
-    ),
-    "images: wrong shape": Case(
-        "cnn-mnist",
-        "prepare",
         lambda w: _digits(w, images=np.zeros((100, 14, 14), np.uint8)),
-        ("images.npy", "got (100, 14, 14)"),
-        "splits",
+        "images.npy",
+        "got (100, 14, 14)",
     ),
-    "images: NaN pixels": Case(
-        "cnn-mnist", "prepare", _nan_digits, ("images.npy", "NaN"), "splits"
-    ),
-    "images: labels out of range": Case(
+    "images: NaN pixels": _raw("cnn-mnist", _nan_digits, "images.npy", "NaN"),
+    "images: labels out of range": _raw(
         "cnn-mnist",
-        "prepare",
         lambda w: _digits(w, labels=np.arange(100) % 12),
-        ("labels.npy", "data.class_names"),
-        "splits",
+        "labels.npy",
+        "data.class_names",
     ),
-    "images: one class only": Case(
-        "cnn-mnist",
-        "prepare",
-        lambda w: _digits(w, labels=np.zeros(100, int)),
-        ("data/mnist", "only one class"),
-        "splits",
+    "images: one class only": _raw(
+        "cnn-mnist", lambda w: _digits(w, labels=np.zeros(100, int)), "data/mnist", "only one class"
     ),
-    "images: too few rows to split": Case(
+    "images: too few rows to split": _raw(
         "cnn-mnist",
-        "prepare",
         lambda w: _digits(w, count=20),
-        ("data/mnist", "too few to put at least one in each of train/val/test"),
-        "splits",
+        "data/mnist",
+        "too few to put at least one in each of train/val/test",
     ),
     # prepare: a CSV of texts (text, label)
-    "text: random bytes": Case(
-        "lstm-sentiment",
-        "prepare",
-        lambda w: _reviews(w, np.random.default_rng(1).bytes(3000)),
-        (TEXT, "UTF-8"),
-        "splits",
+    "text: random bytes": _raw(
+        "lstm-sentiment", lambda w: _reviews(w, np.random.default_rng(1).bytes(3000)), TEXT, "UTF-8"
     ),
-    "text: not UTF-8": Case(
+    "text: not UTF-8": _raw(
         "lstm-sentiment",
-        "prepare",
         lambda w: _reviews(w, "text,label\nun film très bon,fresh\n".encode("latin-1")),
-        (TEXT, "not UTF-8", "save the file as UTF-8"),
-        "splits",
+        TEXT,
+        "not UTF-8",
+        "save the file as UTF-8",
     ),
-    "text: empty file": Case(
-        "lstm-sentiment", "prepare", lambda w: _reviews(w, b""), (TEXT, "empty"), "splits"
-    ),
-    "text: wrong columns": Case(
+    "text: empty file": _raw("lstm-sentiment", lambda w: _reviews(w, b""), TEXT, "empty"),
+    "text: wrong columns": _raw(
         "lstm-sentiment",
-        "prepare",
         lambda w: _reviews(w, pd.DataFrame({"review": ["good"] * 10, "label": ["fresh"] * 10})),
-        (TEXT, "data.text_column='text'", "columns found"),
-        "splits",
+        TEXT,
+        "data.text_column='text'",
+        "columns found",
     ),
-    "text: empty texts": Case(
+    "text: empty texts": _raw(
         "lstm-sentiment",
-        "prepare",
         lambda w: _reviews(w, pd.DataFrame({"text": ["good", " "] * 20, "label": ["fresh"] * 40})),
-        (TEXT, "empty or blank 'text'"),
-        "splits",
+        TEXT,
+        "empty or blank 'text'",
     ),
-    "text: label not a class": Case(
+    "text: label not a class": _raw(
         "lstm-sentiment",
-        "prepare",
         lambda w: _reviews(w, pd.DataFrame({"text": ["ok"] * 10, "label": ["meh"] * 10})),
-        (TEXT, "'meh'", "data.class_names"),
-        "splits",
+        TEXT,
+        "'meh'",
+        "data.class_names",
     ),
     # prepare: a CSV series (date, co2)
-    "series: too short for the window": Case(
-        "gru-co2",
-        "prepare",
-        lambda w: _co2(w, 315 + np.zeros(60)),
-        (SERIES, "window"),
-        "splits",
+    "series: too short for the window": _raw(
+        "gru-co2", lambda w: _co2(w, 315 + np.zeros(60)), SERIES, "window"
     ),
-    "series: NaN values": Case("gru-co2", "prepare", _nan_series, (SERIES, "NaN"), "splits"),
-    "series: wrong columns": Case(
-        "gru-co2",
-        "prepare",
-        lambda w: _co2(w, columns=("week", "ppm")),
-        (SERIES, "co2"),
-        "splits",
+    "series: NaN values": _raw("gru-co2", _nan_series, SERIES, "NaN"),
+    "series: wrong columns": _raw(
+        "gru-co2", lambda w: _co2(w, columns=("week", "ppm")), SERIES, "co2"
     ),
     # services and stage order
     "tracking server down (tune)": Case(
@@ -279,12 +242,11 @@ CASES: dict[str, Case] = {
         "model",
         {"RAY_ADDRESS": "127.0.0.1:9"},
     ),
-    "prepare before configure": Case(
+    "prepare before configure": _raw(
         "cnn-mnist",
-        "prepare",
         lambda w: (w / "outputs" / "cnn-mnist" / "config.yaml").unlink(),
-        ("outputs/cnn-mnist/config.yaml", "dvc repro"),
-        "splits",
+        "outputs/cnn-mnist/config.yaml",
+        "dvc repro",
     ),
     "train before tune": Case(
         "cnn-mnist", "train", _no_tune_output, ("best_params.yaml", "`tune` stage"), "model"

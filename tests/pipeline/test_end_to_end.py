@@ -6,11 +6,8 @@ pull from, then `dvc repro` twice and once more after a training knob changes.
 """
 
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
@@ -18,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import run, venv_env
+from tests.conftest import process_group, run
 from tests.pipeline.conftest import EXPERIMENTS, SHRUNK_SEARCH, TUNED, shrink_preset
 
 pytestmark = pytest.mark.slow
@@ -297,28 +294,18 @@ def test_killed_search_resumes_from_its_saved_state(clone, first_repro, tracking
     best_before = (clone / "outputs" / "cnn-mnist" / "best_params.yaml").read_text()
 
     log_path = clone.parent / "killed-tune.log"
-    with log_path.open("w") as log:
-        stage = subprocess.Popen(
-            [sys.executable, "pipelines/tune.py", "cnn-mnist"],
-            cwd=clone,
-            env=venv_env(**tracking),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ray's processes die with it
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while (
-                "trial 2/3" not in log_path.read_text()
-                or "started" not in (log_path.read_text().split("trial 2/3", 1)[1])
-            ):
-                assert stage.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                time.sleep(1)
-            time.sleep(12)  # into trial 2's training, past a save of the search's state
-        finally:
-            os.killpg(stage.pid, signal.SIGKILL)
-            stage.wait()
+    # Leaving the block kills the stage's whole group (its Ray too), mid-search.
+    command = [sys.executable, "pipelines/tune.py", "cnn-mnist"]
+    with process_group(command, clone, log_path, **tracking) as stage:
+        deadline = time.monotonic() + 300
+        while (
+            "trial 2/3" not in log_path.read_text()
+            or "started" not in (log_path.read_text().split("trial 2/3", 1)[1])
+        ):
+            assert stage.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(12)  # into trial 2's training, past a save of the search's state
     # Nothing DVC would take as the stage's result.
     assert (clone / "outputs" / "cnn-mnist" / "best_params.yaml").read_text() == best_before
     assert "tune@cnn-mnist" in run(["dvc", "status", "tune@cnn-mnist"], clone).stdout

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import run, venv_env
+from tests.conftest import process_group, run
 
 pytestmark = pytest.mark.slow
 
@@ -128,31 +127,19 @@ def test_a_killed_worker_resumes_from_its_checkpoint_into_the_same_run(workspace
     known = {r.info.run_id for r in _train_runs(store, name)}
 
     log_path = workspace.parent / f"killed-worker-{name}.log"
-    with log_path.open("w") as log:
-        stage = subprocess.Popen(
-            [sys.executable, "pipelines/train.py", name],
-            cwd=workspace,
-            env=venv_env(**store),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            run_id = _wait_for_logged_epochs(store, name, stage, log_path, known, 2)
-            before = _train_workers(stage.pid)
-            assert before, "no Ray Train worker process found under the stage"
-            victim = min(before)
-            os.kill(victim, signal.SIGKILL)
-            restarted = set()
-            deadline = time.monotonic() + TIMEOUT_S
-            while stage.poll() is None and time.monotonic() < deadline:
-                restarted |= _train_workers(stage.pid) - before
-                time.sleep(0.5)
-            assert stage.wait(timeout=60) == 0, log_path.read_text()[-3000:]
-        finally:
-            if stage.poll() is None:
-                os.killpg(stage.pid, signal.SIGKILL)
-                stage.wait()
+    command = [sys.executable, "pipelines/train.py", name]
+    with process_group(command, workspace, log_path, **store) as stage:
+        run_id = _wait_for_logged_epochs(store, name, stage, log_path, known, 2)
+        before = _train_workers(stage.pid)
+        assert before, "no Ray Train worker process found under the stage"
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        restarted = set()
+        deadline = time.monotonic() + TIMEOUT_S
+        while stage.poll() is None and time.monotonic() < deadline:
+            restarted |= _train_workers(stage.pid) - before
+            time.sleep(0.5)
+        assert stage.wait(timeout=60) == 0, log_path.read_text()[-3000:]
     output = log_path.read_text()
     assert restarted, f"Ray started no new worker after the kill:\n{output[-3000:]}"
 
@@ -185,20 +172,9 @@ def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspac
     model = workspace / "outputs" / name / "model"
 
     log_path = workspace.parent / "killed-repro.log"
-    with log_path.open("w") as log:
-        repro = subprocess.Popen(
-            ["dvc", "repro", f"train@{name}"],
-            cwd=workspace,
-            env=venv_env(**store),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ray's processes die with it
-        )
-        try:
-            run_id = _wait_for_logged_epochs(store, name, repro, log_path, known, 2)
-        finally:
-            os.killpg(repro.pid, signal.SIGKILL)
-            repro.wait()
+    # Leaving the block kills the whole group: DVC, the stage and its Ray, mid-training.
+    with process_group(["dvc", "repro", f"train@{name}"], workspace, log_path, **store) as repro:
+        run_id = _wait_for_logged_epochs(store, name, repro, log_path, known, 2)
     # DVC removed the stage's outputs before running it, and nothing put them back.
     assert not model.exists() and not (workspace / "outputs" / name / "run.json").exists()
     leftovers = [p.name for p in (workspace / "outputs" / name).iterdir()]
