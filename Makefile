@@ -1,5 +1,6 @@
 # Lamina: two commands on a fresh machine with Python 3.11.
 #   make run    install, make data/ match data.dvc, run every experiment with `dvc repro`
+#               (its stages join one local Ray, up while it runs: `lamina with-local-ray`)
 #   make test   install, run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -23,7 +24,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 run: install
 	lamina data ensure
-	dvc repro
+	lamina with-local-ray -- dvc repro
 	lamina report
 
 # The servers the tests start for real on 127.0.0.1: PostgreSQL (behind the MLflow tracking

@@ -175,6 +175,14 @@ def _submit(args: argparse.Namespace) -> None:
     raise SystemExit(submit(args.address, command, Path(args.root), wait=not args.no_wait))
 
 
+def _with_local_ray(args: argparse.Namespace) -> None:
+    from lamina.local_cluster import run_on_one_local_ray
+
+    command = args.stage_command[1:] if args.stage_command[:1] == ["--"] else args.stage_command
+    log_dir = Path(args.root) / ".lamina" / "local-ray"
+    raise SystemExit(run_on_one_local_ray(command, log_dir))
+
+
 def _jobs(args: argparse.Namespace) -> None:
     from lamina.jobs import list_jobs
 
@@ -316,6 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
     submit.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     submit.set_defaults(run=_submit)
+    with_local_ray = commands.add_parser(
+        "with-local-ray",
+        help="run a command (dvc repro) with one local Ray that all its stages join",
+        description="Start one local Ray (dashboard on 127.0.0.1), run COMMAND with "
+        "RAY_ADDRESS pointing at it, stop it when COMMAND ends; exit with COMMAND's status. "
+        "Saves each stage starting a Ray of its own. With RAY_ADDRESS set, only runs COMMAND. "
+        "Example: lamina with-local-ray -- dvc repro",
+    )
+    with_local_ray.add_argument("stage_command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    with_local_ray.set_defaults(run=_with_local_ray)
     jobs = commands.add_parser("jobs", help="the cluster's jobs, oldest first")
     jobs.add_argument("--address", help=address_help)
     jobs.set_defaults(run=_jobs)

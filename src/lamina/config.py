@@ -249,6 +249,11 @@ class TrainConfig(_Strict):
         Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]
     ] = (0.9, 0.999)
     gradient_clip_norm: Annotated[float, Field(gt=0.0)] | None = None
+    # Text only: draw this many batches' worth of rows at a time, cut them into batches of
+    # texts of similar length and train on those in random order (0: plain random batches).
+    # A batch costs as much as its longest text, so this halves a Transformer's epoch on
+    # short snippets (training.loop.length_buckets).
+    length_buckets: Annotated[int, Field(ge=0)] = 0
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
@@ -409,6 +414,11 @@ class ExperimentConfig(_Strict):
             raise ValueError(
                 f"model.kind '{self.model.kind}' does not apply to {self.data.kind} data "
                 f"(use one of: {', '.join(sorted(models))})"
+            )
+        if self.train.length_buckets and self.data.kind != "text":
+            raise ValueError(
+                f"train.length_buckets groups texts by length; {self.data.kind} data has none "
+                "(set it to 0)"
             )
         if self.tune is not None:
             _check_search_space(self)

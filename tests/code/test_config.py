@@ -92,6 +92,7 @@ def _space(key: str, **dimension: object) -> dict:
         ({"preprocess": {"kind": "vocabulary"}}, "preprocess.kind 'vocabulary' does not apply"),
         ({"defaults": {"model": "transformer"}}, "model.kind 'transformer' does not apply"),
         ({"preprocess": {"kind": "fourier"}}, "preprocess: Input tag 'fourier'"),
+        ({"train": {"length_buckets": 8}}, "train.length_buckets groups texts by length"),
         # Search spaces: wrong before any trial starts.
         (_space("train.lr", distribution="normal", low=1, high=2), "tune.space.train.lr.dist"),
         (

@@ -1,9 +1,13 @@
-"""Training helpers: early stopping decisions and state, augmentation that keeps shapes."""
+"""Training helpers: early stopping decisions and state, augmentation that keeps shapes,
+batches of texts of similar length."""
+
+import itertools
 
 import torch
 
 from lamina.training.augment import random_affine
 from lamina.training.early_stopping import EarlyStopping
+from lamina.training.loop import length_buckets
 
 
 def test_early_stopping_waits_for_patience_then_stops():
@@ -34,3 +38,57 @@ def test_random_affine_keeps_shape_and_is_seeded():
     assert torch.equal(first, again)
     assert not torch.equal(first, images)
     assert random_affine(images, 0.0, 0.0, torch.Generator()) is images
+
+
+def _texts(lengths: list[int], max_length: int = 12) -> torch.Tensor:
+    """Token-id rows, padding (0) at the end, row i's tokens all equal to i + 1."""
+    rows = torch.zeros(len(lengths), max_length, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        rows[row, :length] = row + 1
+    return rows
+
+
+def test_length_buckets_keep_every_row_once_and_group_similar_lengths():
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 13, (40,), generator=generator).tolist()
+    chunk = {"tokens": _texts(lengths), "label": torch.arange(40)}
+    batches = list(length_buckets(chunk, "tokens", 8, torch.Generator().manual_seed(1)))
+
+    assert [len(batch["label"]) for batch in batches] == [8] * 5
+    labels = torch.cat([batch["label"] for batch in batches])
+    assert sorted(labels.tolist()) == list(range(40))
+    for batch in batches:  # rows stay whole: tokens and label of the same row
+        assert torch.equal(batch["tokens"][:, 0], batch["label"] + 1)
+    # Batches are consecutive runs of the rows sorted by length: no two overlap in length.
+    spans = sorted(
+        (min(lengths[i] for i in b["label"]), max(lengths[i] for i in b["label"])) for b in batches
+    )
+    assert all(high <= next_low for (_, high), (next_low, _) in itertools.pairwise(spans))
+    # ... and they come in random order, not shortest first.
+    firsts = [min(lengths[i] for i in b["label"]) for b in batches]
+    assert firsts != sorted(firsts)
+
+
+def test_length_buckets_cut_the_padding_a_batch_carries():
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 61, (1024,), generator=generator).tolist()
+    chunk = {"tokens": _texts(lengths, max_length=60), "label": torch.zeros(1024)}
+
+    def padded_tokens(batches) -> int:  # what a model that trims to the longest text computes
+        return sum(int((b["tokens"] != 0).sum(1).max()) * len(b["tokens"]) for b in batches)
+
+    bucketed = padded_tokens(length_buckets(chunk, "tokens", 64, generator))
+    random_batches = [{"tokens": rows} for rows in chunk["tokens"].split(64)]
+    assert bucketed < 0.6 * padded_tokens(random_batches)
+    assert bucketed < 1.1 * sum(lengths)
+
+
+def test_length_buckets_order_follows_the_generator():
+    chunk = {"tokens": _texts(list(range(1, 13)) * 4), "label": torch.arange(48)}
+
+    def order(seed: int) -> list[int]:
+        batches = length_buckets(chunk, "tokens", 4, torch.Generator().manual_seed(seed))
+        return [int(b["label"][0]) for b in batches]
+
+    assert order(3) == order(3)
+    assert order(3) != order(4)
