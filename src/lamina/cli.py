@@ -171,16 +171,21 @@ def _print_server(server: ServerStatus) -> None:
 def _submit(args: argparse.Namespace) -> None:
     from lamina.jobs import submit
 
-    command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
+    command = _after_dashes(args.job_command)
     raise SystemExit(submit(args.address, command, Path(args.root), wait=not args.no_wait))
 
 
 def _with_local_ray(args: argparse.Namespace) -> None:
     from lamina.local_cluster import run_on_one_local_ray
 
-    command = args.stage_command[1:] if args.stage_command[:1] == ["--"] else args.stage_command
+    command = _after_dashes(args.stage_command)
     log_dir = Path(args.root) / ".lamina" / "local-ray"
     raise SystemExit(run_on_one_local_ray(command, log_dir))
+
+
+def _after_dashes(words: list[str]) -> list[str]:
+    """COMMAND... of `-- COMMAND...` (argparse keeps the `--` in a REMAINDER argument)."""
+    return words[1:] if words[:1] == ["--"] else words
 
 
 def _jobs(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from lamina.config import ExperimentConfig
 from lamina.models import build_model_to_train
+from lamina.text import PAD_ID
 from lamina.training.augment import random_affine
 from lamina.training.early_stopping import EarlyStopping
 from lamina.training.tasks import SupervisedTask, supervised_task
@@ -134,7 +135,7 @@ def length_buckets(chunk: dict, key: str, batch_size: int, generator: torch.Gene
     snippets (22 tokens on average, 60 at most) random batches of 64 hold 2.1 times the
     tokens of the text in them; batches cut from 16 batches' worth of rows sorted by length,
     1.08 times."""
-    lengths = (chunk[key] != 0).sum(dim=1)
+    lengths = (chunk[key] != PAD_ID).sum(dim=1)
     by_length = torch.argsort(lengths, stable=True)
     batches = by_length.split(batch_size)
     for position in torch.randperm(len(batches), generator=generator).tolist():
