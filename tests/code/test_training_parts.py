@@ -1,11 +1,16 @@
 """Training helpers: early stopping decisions and state, augmentation that keeps shapes,
-batches of texts of similar length."""
+batches of texts of similar length, features read for the object store."""
 
 import itertools
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 import torch
 
+from lamina.errors import DataError
 from lamina.training.augment import random_affine
+from lamina.training.driver import read_feature_files
 from lamina.training.early_stopping import EarlyStopping
 from lamina.training.loop import length_buckets
 
@@ -92,3 +97,28 @@ def test_length_buckets_order_follows_the_generator():
 
     assert order(3) == order(3)
     assert order(3) != order(4)
+
+
+def test_feature_files_are_read_one_table_per_file_in_name_order(tmp_path):
+    for index in (1, 0):
+        pq.write_table(
+            pa.table({"row": [2 * index, 2 * index + 1]}), tmp_path / f"part-{index:05d}.parquet"
+        )
+    (tmp_path / "notes.txt").write_text("not a feature file")
+
+    tables = read_feature_files(tmp_path)
+
+    assert [table["row"].to_pylist() for table in tables] == [[0, 1], [2, 3]]
+
+
+def test_a_features_folder_without_parquet_files_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path}: no Parquet files"):
+        read_feature_files(tmp_path)
+
+
+def test_a_corrupt_feature_file_is_named_in_the_error(tmp_path):
+    pq.write_table(pa.table({"row": [0, 1]}), tmp_path / "part-00000.parquet")
+    (tmp_path / "part-00001.parquet").write_bytes(b"not parquet at all")
+
+    with pytest.raises(DataError, match="part-00001.parquet: not a readable Parquet file"):
+        read_feature_files(tmp_path)

@@ -14,10 +14,13 @@ from tests.conftest import run
 
 pytestmark = pytest.mark.slow
 
-# What a stage does: `ray.init()` joins the Ray that RAY_ADDRESS names.
+# What a stage does: `ray.init()` joins the Ray that RAY_ADDRESS names. A task on it reports
+# what Ray Train's controller would read: whether preemption watching is on.
 JOIN_AND_FAIL = (
     "import os, sys, ray; ray.init(); "
     "print('CPUS', ray.cluster_resources()['CPU']); "
+    "watcher = ray.remote(lambda: os.environ.get('RAY_TRAIN_ENABLE_PREEMPTION_WATCHER')); "
+    "print('WATCHER', ray.get(watcher.remote())); "
     "print('ADDRESS', os.environ['RAY_ADDRESS']); sys.exit(3)"
 )
 
@@ -28,6 +31,7 @@ def test_the_command_joins_one_ray_that_is_stopped_when_it_ends(tmp_path):
 
     assert result.returncode == 3, result.stderr[-2000:]
     assert f"CPUS {float(max(2, os.cpu_count() or 1))}" in result.stdout
+    assert "WATCHER 0" in result.stdout  # no node of a one-machine Ray can be preempted
     assert re.search(r"Ray dashboard, while this runs: http://127\.0\.0\.1:\d+", result.stdout)
     assert (tmp_path / ".lamina" / "local-ray" / "node-0.log").is_file()
     host, port = re.search(r"ADDRESS (\S+)", result.stdout)[1].rsplit(":", 1)
