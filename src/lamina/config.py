@@ -289,8 +289,8 @@ class ClusterConfig(_Strict):
     # or a URI Ray reads (s3://, gs://), or a worker on another node cannot save its checkpoint.
     storage_path: str | None = None
     # Hold the preprocessed training split in Ray's object store (epochs then skip re-reading
-    # Parquet: seconds per epoch on small data); false streams it from Parquet every epoch,
-    # for data larger than the object store.
+    # Parquet: seconds per epoch on small data; the stage's process reads it to put it there);
+    # false streams it from Parquet every epoch, for data larger than memory.
     materialize_train: bool = True
 
     @model_validator(mode="after")

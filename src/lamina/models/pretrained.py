@@ -82,8 +82,10 @@ def initialise_embeddings(embedding: nn.Embedding, tokens: list[str], source: st
         logger.warning("%s knows none of the %d vocabulary tokens", source, len(tokens))
         return
     vectors = torch.from_numpy(known.vectors[found.numpy()])
+    word_rows = torch.ones(len(tokens), dtype=torch.bool)
+    word_rows[[PAD_ID, UNKNOWN_ID]] = False  # padding's row is all zeros
     with torch.no_grad():
-        spread = embedding.weight[2:].std()  # word rows (after padding, all zeros, and <unk>)
+        spread = embedding.weight[word_rows].std()
         embedding.weight[found, : vectors.shape[1]] = vectors / vectors.std() * spread
     logger.info(
         "embeddings of %d of %d vocabulary tokens start from %s",
