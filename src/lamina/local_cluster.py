@@ -130,7 +130,8 @@ class LocalCluster:
         env.update(self.client_env)
         # On SIGTERM a node waits up to 30 s for its work to drain; nothing here needs that.
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "2"
-        env.update({name: env.get(name, value) for name, value in ONE_MACHINE_RAY_ENV.items()})
+        for name, value in ONE_MACHINE_RAY_ENV.items():
+            env.setdefault(name, value)
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         log = open(self.log_dir / f"node-{index}.log", "wb")  # noqa: SIM115 (the node keeps it)
         return subprocess.Popen(
