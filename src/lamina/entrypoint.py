@@ -2,10 +2,12 @@
 
 A `LaminaError` is a user's problem: one line on stderr, exit code 2, no traceback.
 Ctrl-C exits 130 without a traceback. Anything else is a bug and keeps its traceback.
+Either way the process then exits without a last garbage collection (see `exit_on_user_error`).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -35,6 +37,11 @@ def exit_on_user_error(main: Callable[[], None], program: str) -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        # At exit the interpreter collects garbage over every object torch, Ray and MLflow
+        # made, for memory the OS takes back anyway: 1.6 s per stage on 2 cores, 0.3 s with
+        # those objects frozen (bench/stage_exit.py). Exit handlers and finalizers still run.
+        gc.freeze()
 
 
 def run_stage(stage: Callable[[str], None]) -> None:

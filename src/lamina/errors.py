@@ -24,3 +24,8 @@ class TrackingError(LaminaError):
 
 class SearchError(LaminaError):
     """A hyperparameter search that produced no usable trial."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line, to quote inside a `LaminaError`'s message."""
+    return " ".join(str(error).split())

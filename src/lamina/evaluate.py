@@ -125,20 +125,19 @@ def evaluate_generator(
     config: ExperimentConfig, generator: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
 ) -> Evaluation:
     """Score generated digits with the trained judge classifier (FID, class coverage)."""
-    import pyarrow.parquet as pq
-
     from lamina.config import load_resolved_config
     from lamina.data.image_parquet import pixels_from_arrow
     from lamina.gan_metrics import gan_test_metrics, judge_features, plot_sample_grid
     from lamina.images import ImageStandardizer
     from lamina.models import load_trained_model
+    from lamina.parquet_files import read_parquet
 
     judge_paths = ExperimentPaths(config.model.judge_experiment, paths.root)
     judge_config = load_resolved_config(judge_paths.trained_config)
     judge = load_trained_model(judge_config, judge_paths.model_dir / "model.pt")
     judge_scale = ImageStandardizer.load(judge_paths.preprocessor)
 
-    test = pq.read_table(paths.splits / "test.parquet")
+    test = read_parquet(paths.splits / "test.parquet", written_by="prepare")
     real_pixels = pixels_from_arrow(test.column("image"), config.data.image_shape)
     metrics = gan_test_metrics(
         generator,

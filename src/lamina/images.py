@@ -18,6 +18,7 @@ import pyarrow as pa
 from lamina.config import ExperimentConfig
 from lamina.data.image_parquet import pixels_from_arrow
 from lamina.errors import DataError
+from lamina.parquet_files import read_parquet
 from lamina.ray_runtime import write_parquet
 
 
@@ -100,11 +101,8 @@ def preprocess_image_splits(
 def read_image_features(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 1, H, W) float32, labels (N,)) of one split written by
     `preprocess_image_splits`."""
-    import pyarrow.parquet as pq
     import ray.data  # noqa: F401  registers Ray's tensor type, so pyarrow can read the column
 
-    if not folder.is_dir():
-        raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
-    table = pq.read_table(folder)
+    table = read_parquet(folder, written_by="preprocess")
     images = table.column("image").combine_chunks().to_numpy()
     return np.asarray(images, dtype=np.float32), table.column("label").to_numpy()

@@ -136,11 +136,10 @@ def _pyfunc_signature(config: ExperimentConfig, example: pd.DataFrame, output: p
 def _pyfunc_example(config: ExperimentConfig, paths: ExperimentPaths) -> pd.DataFrame:
     """A few rows of the test split, raw: exactly what a user of the registered model sends."""
     if config.data.kind == "images":
-        import pyarrow.parquet as pq
-
         from lamina.data.image_parquet import pixels_from_arrow
+        from lamina.parquet_files import read_parquet
 
-        test = pq.read_table(paths.splits / "test.parquet").slice(0, 4)
+        test = read_parquet(paths.splits / "test.parquet", written_by="prepare").slice(0, 4)
         pixels = pixels_from_arrow(test.column("image"), config.data.image_shape)
         return pd.DataFrame({IMAGE_COLUMN: list(pixels)})
     if config.data.kind == "text":

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from lamina.atomic import atomic_path
-from lamina.errors import ConfigError, DataError, LaminaError, TrackingError
+from lamina.errors import ConfigError, DataError, LaminaError, TrackingError, one_line
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -161,7 +161,7 @@ def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
     try:
         version = find_model_version(client, asked)
     except MlflowException as exc:
-        raise TrackingError(f"{asked}: the registry did not answer: {_one_line(exc)}") from None
+        raise TrackingError(f"{asked}: the registry did not answer: {one_line(exc)}") from None
     mlflow.set_tracking_uri(tracking)
     name, number = version.name, str(version.version)
     return RegisteredModel(asked, name, number, model_kind(f"models:/{name}/{number}")), tracking
@@ -195,7 +195,7 @@ def model_kind(uri: str) -> str:
     try:
         signature = mlflow.models.get_model_info(uri).signature
     except (MlflowException, OSError) as exc:
-        raise TrackingError(f"{uri}: cannot read the model's metadata ({_one_line(exc)})") from None
+        raise TrackingError(f"{uri}: cannot read the model's metadata ({one_line(exc)})") from None
     schema = signature.inputs if signature is not None else None
     names = schema.input_names() if schema is not None and schema.has_input_names() else []
     for column, kind in INPUT_COLUMNS.items():
@@ -268,7 +268,7 @@ def read_image(path: str) -> np.ndarray:
             return np.asarray(image.convert("L"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(
-            f"{path}: not a readable PNG or JPEG image ({_one_line(exc)}); replace or remove it"
+            f"{path}: not a readable PNG or JPEG image ({one_line(exc)}); replace or remove it"
         ) from None
 
 
@@ -304,7 +304,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({_one_line(exc)})") from None
+        raise DataError(f"{path}: not a readable CSV file ({one_line(exc)})") from None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -314,7 +314,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({one_line(exc)})") from None
 
 
 def series_settings(model: RegisteredModel) -> tuple[str, str, int]:
@@ -594,7 +594,3 @@ def _quiet_mlflow() -> None:
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
     os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from lamina.config import ExperimentConfig
+from lamina.parquet_files import read_parquet
 
 
 def read_split_tables(splits_dir: Path) -> dict[str, Any]:
@@ -23,18 +24,12 @@ def read_split_tables(splits_dir: Path) -> dict[str, Any]:
     35 -> 16 s, the series' 26 -> 15 s). And on a cluster the splits are on this machine only,
     where read tasks on another node would not find them.
     """
-    import pyarrow.parquet as pq
-
     from lamina.data.split import SPLIT_NAMES
-    from lamina.errors import DataError
 
-    tables = {}
-    for split in SPLIT_NAMES:
-        path = splits_dir / f"{split}.parquet"
-        if not path.is_file():
-            raise DataError(f"{path}: split not found; run the `prepare` stage first")
-        tables[split] = pq.read_table(path)
-    return tables
+    return {
+        split: read_parquet(splits_dir / f"{split}.parquet", written_by="prepare")
+        for split in SPLIT_NAMES
+    }
 
 
 def read_split_datasets(splits_dir: Path) -> dict[str, Any]:

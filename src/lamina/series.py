@@ -21,6 +21,7 @@ import pyarrow as pa
 from lamina.config import ExperimentConfig
 from lamina.data.split import SPLIT_NAMES
 from lamina.errors import DataError
+from lamina.parquet_files import read_parquet
 from lamina.ray_runtime import write_parquet
 
 
@@ -152,12 +153,9 @@ def preprocess_series_splits(
 
 def read_series_features(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(windows (N, W, 1) float32, targets (N, H) float32, target_index (N,)) of one split."""
-    import pyarrow.parquet as pq
     import ray.data  # noqa: F401  registers Ray's tensor type, so pyarrow can read the columns
 
-    if not folder.is_dir():
-        raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
-    table = pq.read_table(folder).sort_by("target_index")
+    table = read_parquet(folder, written_by="preprocess").sort_by("target_index")
     windows = table.column("window").combine_chunks().to_numpy()
     targets = table.column("target").combine_chunks().to_numpy()
     return (

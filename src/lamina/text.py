@@ -23,6 +23,7 @@ import numpy as np
 
 from lamina.config import ExperimentConfig, VocabularyConfig
 from lamina.errors import DataError
+from lamina.parquet_files import read_parquet
 from lamina.ray_runtime import write_parquet
 
 PAD, UNKNOWN = "<pad>", "<unk>"
@@ -174,11 +175,8 @@ def preprocess_text_splits(
 
 def read_text_features(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(token ids (N, L) int64, labels (N,)) of one split written by `preprocess_text_splits`."""
-    import pyarrow.parquet as pq
     import ray.data  # noqa: F401  registers Ray's tensor type, so pyarrow can read the column
 
-    if not folder.is_dir():
-        raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
-    table = pq.read_table(folder)
+    table = read_parquet(folder, written_by="preprocess")
     tokens = table.column("tokens").combine_chunks().to_numpy()
     return np.asarray(tokens, dtype=np.int64), table.column("label").to_numpy()

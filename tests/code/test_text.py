@@ -8,6 +8,7 @@ import pytest
 from lamina.config import ExperimentConfig
 from lamina.data.text_table import write_text_split
 from lamina.errors import DataError
+from lamina.preprocess import read_split_tables
 from lamina.text import (
     PAD,
     UNKNOWN,
@@ -134,5 +135,13 @@ def test_vocabulary_is_fitted_on_train_only_and_applied_to_all(local_ray, text_c
 
 
 def test_missing_split_says_which_stage_to_run(local_ray, text_config, tmp_path):
-    with pytest.raises(DataError, match="train.parquet: split not found; run the `prepare`"):
+    with pytest.raises(DataError, match="train.parquet: not found; run the `prepare` stage"):
         preprocess_text_splits(text_config, tmp_path, tmp_path / "features")
+
+
+def test_a_corrupt_split_says_which_stage_to_rerun(tmp_path):
+    (tmp_path / "train.parquet").write_bytes(b"cut short by a full disk")
+    message = "train.parquet: not a readable Parquet file .*; run the `prepare` stage again"
+
+    with pytest.raises(DataError, match=message):
+        read_split_tables(tmp_path)

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lamina.config import SeriesDataConfig
-from lamina.errors import DataError
+from lamina.errors import DataError, one_line
+from lamina.parquet_files import read_parquet
 
 CO2_FILE = "co2.csv"
 # Train needs this many targets beyond its first `window` values (inputs only) to fit anything.
@@ -45,10 +46,6 @@ def build_co2(folder: Path) -> None:
     table.to_csv(folder / CO2_FILE, index=False, float_format="%.4f", lineterminator="\n")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found; run `lamina data ensure` or `dvc pull data.dvc`")
@@ -65,7 +62,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         # Every cell as text: numbers are checked below, so a bad cell can be named.
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({_one_line(exc)})") from None
+        raise DataError(f"{path}: not a readable CSV ({one_line(exc)})") from None
 
 
 def _line(row: int) -> int:
@@ -176,8 +173,6 @@ def write_series_split(path: Path, times: np.ndarray, values: np.ndarray) -> Non
 
 def read_series_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(times as str, values as float64) of a part written by `write_series_split`."""
-    if not path.is_file():
-        raise DataError(f"{path}: split not found; run the `prepare` stage first")
-    table = pq.read_table(path, columns=["time", "value"])
+    table = read_parquet(path, written_by="prepare", columns=["time", "value"])
     times = np.asarray(table.column("time").to_pylist(), dtype=str)
     return times, table.column("value").to_numpy().astype(np.float64)

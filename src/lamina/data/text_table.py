@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lamina.config import TextDataConfig
-from lamina.errors import DataError
+from lamina.errors import DataError, one_line
+from lamina.parquet_files import read_parquet
 
 REVIEWS_FILE = "reviews.csv"
 ROTTEN_TOMATOES_LABELS = ("fresh", "rotten")
@@ -47,10 +48,6 @@ def build_rotten_tomatoes(folder: Path) -> None:
     table.to_csv(folder / REVIEWS_FILE, index=False, lineterminator="\n", encoding="utf-8")
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
-
-
 def _first_rows(mask: np.ndarray) -> str:
     """Data rows (1 = the first row after the header) where `mask` holds, for an error."""
     rows = (np.flatnonzero(mask)[:3] + 1).tolist()
@@ -75,7 +72,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         # Every cell stays a string: an empty cell is "" rather than NaN, a label "1" stays "1".
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({_one_line(exc)})") from None
+        raise DataError(f"{path}: not a readable CSV file ({one_line(exc)})") from None
 
 
 def read_text_table(config: TextDataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +130,6 @@ def write_text_split(path: Path, texts: np.ndarray, labels: np.ndarray) -> None:
 
 def read_text_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(texts as str objects, int64 labels) of one split written by `write_text_split`."""
-    if not path.is_file():
-        raise DataError(f"{path}: split not found; run the `prepare` stage first")
-    table = pq.read_table(path, columns=["text", "label"])
+    table = read_parquet(path, written_by="prepare", columns=["text", "label"])
     texts = np.array(table.column("text").to_pylist(), dtype=object)
     return texts, table.column("label").to_numpy().astype(np.int64)

@@ -15,6 +15,7 @@ import torch
 
 from lamina.config import ClusterConfig, ExperimentConfig, dump_config, flatten_config
 from lamina.errors import DataError
+from lamina.parquet_files import read_parquet
 from lamina.paths import ExperimentPaths
 from lamina.ray_runtime import init_ray
 from lamina.tracking import (
@@ -118,21 +119,10 @@ def read_feature_files(folder: Path) -> list:
     cluster the features are on this machine only, where a read task on another node would
     not find them.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise DataError(f"{folder}: no Parquet files; run the `preprocess` stage again")
-    tables = []
-    for file in files:
-        try:
-            tables.append(pq.read_table(file))
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(
-                f"{file}: not a readable Parquet file ({exc}); run the `preprocess` stage again"
-            ) from None
-    return tables
+    return [read_parquet(file, written_by="preprocess") for file in files]
 
 
 def build_trainer(
