@@ -5,7 +5,9 @@ What runs, in this order, in one process (nothing else should be busy on the mac
 1. Plain PyTorch: the `cnn-mnist` CNN (`lamina.models.build_model`), one thread
    (`torch.set_num_threads(1)`, like one Ray worker holding 1 CPU), the standardised MNIST digits
    held as one in-memory tensor, shuffled each epoch by a random permutation, no augmentation.
-2. `ray.init(num_cpus=2)` (timed), the same tensors as a materialized Ray Dataset (timed).
+2. `ray.init(num_cpus=2)` (timed; Ray Train's preemption watcher off, as in Lamina's own local
+   Ray: `lamina.ray_runtime.ONE_MACHINE_RAY_ENV`), the same tensors as a materialized Ray
+   Dataset (timed).
 3. Pure data iteration, no model: one epoch of batches from Ray Data's `iter_torch_batches`
    against slicing / gathering the in-memory tensor and against a `DataLoader`.
 4. Ray Train: a `TorchTrainer` with one worker holding 1 CPU (the second logical CPU stays free
@@ -60,6 +62,7 @@ import torch.nn.functional as F
 from lamina.config import ExperimentConfig, compose_experiment
 from lamina.data.image_arrays import read_image_arrays
 from lamina.models import build_model
+from lamina.ray_runtime import ONE_MACHINE_RAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "cnn-mnist"
@@ -419,6 +422,9 @@ def main() -> None:
     import ray.data
 
     os.environ.update(QUIET_RAY_DATA)
+    # As every Lamina stage runs a Ray of its own (lamina.ray_runtime.init_ray).
+    for name, value in ONE_MACHINE_RAY_ENV.items():
+        os.environ.setdefault(name, value)
     started = time.perf_counter()
     ray.init(
         address="local",
