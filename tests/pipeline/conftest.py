@@ -1,8 +1,8 @@
 """The pipeline run every module here shares: a fresh clone of this tree, every preset shrunk,
-`dvc repro` once (session-scoped: the modules that use its registered models or its MLflow
-store do not pay for a second run). Later tests in test_end_to_end.py change the clone (a knob,
-an interrupted search), so modules that use it after that module read the registry, whose
-champions stay.
+`dvc repro` once, on one local Ray as `make run` runs it (session-scoped: the modules that use
+its registered models or its MLflow store do not pay for a second run). Later tests in
+test_end_to_end.py change the clone (a knob, an interrupted search), so modules that use it
+after that module read the registry, whose champions stay.
 """
 
 import json
@@ -79,6 +79,8 @@ def first_repro(clone, tracking):
     status = run(["dvc", "status", "--json", "data.dvc"], clone)
     assert json.loads(status.stdout) == {}
 
-    result = run(["dvc", "repro"], clone, **tracking)
+    # As `make run` runs it: the stages join one local Ray. Later runs in test_end_to_end.py
+    # (a knob, an interrupted search) are plain `dvc repro`: stages that start a Ray of their own.
+    result = run(["lamina", "with-local-ray", "--", "dvc", "repro"], clone, **tracking)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
