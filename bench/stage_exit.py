@@ -11,7 +11,7 @@ How to read the results:
 
 - `exit s`: the median time from the last exit handler to the end of the process: the
   interpreter tearing down modules and collecting garbage. Every DVC stage pays it once, so
-  `make run` pays it about 30 times.
+  `make run` pays it 42 times.
 - `ratio lamina/plain`: below 1 means the frozen exit is faster; `saved per stage s` is the
   difference of the medians.
 
