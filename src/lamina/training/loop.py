@@ -219,7 +219,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         restore_rng_state(state["rng_states"][rank], generator, device)
         start_epoch = state["epoch"] + 1
 
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = training_shard(loop_config, rank)
     val_dataset = ray.train.get_dataset_shard("val")
     monitor = config.train.early_stopping.monitor
     for epoch in range(start_epoch, config.train.epochs):
@@ -265,6 +265,22 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                     f"(best {stopping.best_value:.4f} at epoch {stopping.best_epoch + 1})"
                 )
             break
+
+
+def train_dataset_name(rank: int) -> str:
+    """The dataset of one worker's rows of `train`, when the driver cut the split per rank
+    (`driver.TrainingData`)."""
+    return f"train_rank_{rank}"
+
+
+def training_shard(loop_config: dict[str, Any], rank: int):
+    """This worker's part of the training split: its share of Ray Train's streaming split, or
+    the dataset the driver cut for its rank."""
+    import ray.train
+
+    if loop_config.get("train_split_by_ray", True):
+        return ray.train.get_dataset_shard("train")
+    return ray.train.get_dataset_shard(train_dataset_name(rank))
 
 
 def quiet_ray_train_reports() -> None:

@@ -85,7 +85,7 @@ def run_search(
     # The trial's own process only waits on its TorchTrainer; the workers hold the CPUs. (Tune
     # refuses a request of zero, hence a token share.)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup, datasets=load_training_data(config, paths)),
+        tune.with_parameters(run_trial, setup=setup, data=load_training_data(config, paths)),
         {"CPU": 0.01},
     )
     search_dir = state / "search"

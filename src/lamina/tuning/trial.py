@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina.config import ExperimentConfig, TuneConfig, with_overrides
+
+if TYPE_CHECKING:
+    from lamina.training.driver import TrainingData
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def find_trial_run(client, experiment: str, parent_run_id: str, trial_id: str) -
     return runs[0].info.run_id if runs else None
 
 
-def run_trial(params: dict[str, Any], setup: TrialSetup, datasets: dict) -> None:
+def run_trial(params: dict[str, Any], setup: TrialSetup, data: TrainingData) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -90,7 +93,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, datasets: dict) -> None
     run_id = trial_run_id(config, root, setup.parent_run_id, trial_id)
     trainer = build_trainer(
         config,
-        datasets,  # loaded once by the search, shared by every trial
+        data,  # loaded once by the search, shared by every trial
         {
             "experiment": config.model_dump(mode="json"),
             "mlflow_run_id": run_id,
