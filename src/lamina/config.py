@@ -237,6 +237,18 @@ class AugmentConfig(_Strict):
     max_rotation_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
 
 
+class DistillationConfig(_Strict):
+    """Knowledge distillation (Hinton et al., 2015): besides the labels, the training split's
+    rows are fitted to the predictions of another experiment's trained classifier, softened by
+    `temperature`. The loss is (1 - weight) x cross-entropy with the labels + weight x T^2 x
+    KL(teacher || student) at temperature T. The teacher predicts on this experiment's own
+    training rows only, so it must have been trained on the same split, preprocessed alike."""
+
+    teacher: str  # an experiment (preset) name; its `train` stage must have run
+    weight: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    temperature: Annotated[float, Field(gt=0.0)] = 2.0
+
+
 class TrainConfig(_Strict):
     epochs: Annotated[int, Field(gt=0)]
     batch_size: Annotated[int, Field(gt=0)] = 64
@@ -256,6 +268,8 @@ class TrainConfig(_Strict):
     length_buckets: Annotated[int, Field(ge=0)] = 0
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     augment: AugmentConfig = AugmentConfig()
+    # Classifiers only: also fit a trained teacher's predictions (null: the labels only).
+    distillation: DistillationConfig | None = None
     seed: int = 0
     # GPUs only: deterministic kernels (cuDNN, cuBLAS), slower. On CPU the same seed, data and
     # config give identical metrics without it.
@@ -420,6 +434,8 @@ class ExperimentConfig(_Strict):
                 f"train.length_buckets groups texts by length; {self.data.kind} data has none "
                 "(set it to 0)"
             )
+        if self.train.distillation is not None:
+            _check_distillation(self)
         if self.tune is not None:
             _check_search_space(self)
         return self
@@ -429,6 +445,22 @@ class ExperimentConfig(_Strict):
         if self.model.kind == "dcgan":
             return "generation"
         return "regression" if self.data.kind == "series" else "classification"
+
+
+def _check_distillation(config: ExperimentConfig) -> None:
+    teacher = config.train.distillation.teacher
+    if config.task != "classification":
+        raise ValueError(
+            f"train.distillation fits a classifier to its teacher's class probabilities; "
+            f"{config.name} is a {config.task} experiment (remove train.distillation)"
+        )
+    if teacher == config.name:
+        raise ValueError(f"train.distillation.teacher: {config.name} cannot be its own teacher")
+    if not config.cluster.materialize_train:
+        raise ValueError(
+            "train.distillation adds the teacher's predictions to the training rows held in "
+            "memory: set cluster.materialize_train: true"
+        )
 
 
 def _check_search_space(config: ExperimentConfig) -> None:

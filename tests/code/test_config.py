@@ -25,9 +25,9 @@ def test_dvc_pipeline_lists_every_preset_with_its_data_kind():
     variables = {key: value for entry in dvc["vars"] for key, value in entry.items()}
     experiments = variables["experiments"]
     assert set(experiments) == set(available_experiments(CONF_DIR))
-    for name, data_kind in experiments.items():
+    for name, entry in experiments.items():
         config = compose_experiment(name, CONF_DIR)
-        assert config.data.kind == data_kind, name
+        assert config.data.kind == entry["data"], name
         evaluated_by = "generative" if config.task == "generation" else "supervised"
         assert name in variables[evaluated_by], name
     assert set(variables["supervised"]) | set(variables["generative"]) == set(experiments)
@@ -43,6 +43,22 @@ def test_the_generator_stage_depends_on_its_judge():
     for name in dvc["vars"][2]["generative"]:
         judge = compose_experiment(name, CONF_DIR).model.judge_experiment
         assert f"outputs/{judge}/model" in deps
+
+
+def test_tune_and_train_depend_on_the_teacher_each_preset_names():
+    """`learns_from` in dvc.yaml is what orders a student's search and training after its
+    teacher's training, and reruns them when the teacher changes."""
+    dvc = yaml.safe_load((CONF_DIR.parent / "dvc.yaml").read_text())
+    for stage in ("tune", "train"):
+        assert "${item.learns_from}" in dvc["stages"][stage]["do"]["deps"]
+    students = 0
+    for name, entry in dvc["vars"][0]["experiments"].items():
+        distillation = compose_experiment(name, CONF_DIR).train.distillation
+        own = f"outputs/{name}/features"
+        expected = own if distillation is None else f"outputs/{distillation.teacher}/model"
+        assert entry["learns_from"] == expected, name
+        students += distillation is not None
+    assert students >= 1  # transformer-sentiment learns from lstm-sentiment
 
 
 def test_preset_overrides_group_defaults(cnn_config):
@@ -93,6 +109,26 @@ def _space(key: str, **dimension: object) -> dict:
         ({"defaults": {"model": "transformer"}}, "model.kind 'transformer' does not apply"),
         ({"preprocess": {"kind": "fourier"}}, "preprocess: Input tag 'fourier'"),
         ({"train": {"length_buckets": 8}}, "train.length_buckets groups texts by length"),
+        (
+            {"train": {"distillation": {"teacher": "mlp-mnist", "weight": 1.5}}},
+            "train.distillation.weight: Input should be less than or equal to 1",
+        ),
+        ({"train": {"distillation": {"teacher": "bad"}}}, "bad cannot be its own teacher"),
+        (
+            {
+                "train": {"distillation": {"teacher": "mlp-mnist"}},
+                "cluster": {"materialize_train": False},
+            },
+            "set cluster.materialize_train: true",
+        ),
+        (
+            {
+                "defaults": {"data": "co2", "model": "gru_forecaster"},
+                "preprocess": {"kind": "windows"},
+                "train": {"distillation": {"teacher": "lstm-sentiment"}},
+            },
+            "bad is a regression experiment (remove train.distillation)",
+        ),
         # Search spaces: wrong before any trial starts.
         (_space("train.lr", distribution="normal", low=1, high=2), "tune.space.train.lr.dist"),
         (

@@ -20,6 +20,7 @@ from lamina.config import compose_experiment
 from lamina.models import build_model
 from lamina.models.dcgan import build_gan
 from lamina.training import adversarial, loop
+from lamina.training.distillation import TEACHER_LOGITS
 from lamina.training.tasks import supervised_task
 
 pytestmark = [
@@ -98,7 +99,10 @@ def test_supervised_epochs_learn_under_bf16_ddp(nccl_group, name):
     network = build_model(config, VOCAB_SIZE).to(device)
     model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[0])
     optimizer = loop.make_optimizer(model, config)
-    data = PinnedBatches(_features(name))
+    features = _features(name)
+    if config.train.distillation is not None:  # the teacher's logits, as the driver adds them
+        features[TEACHER_LOGITS] = torch.randn(len(features["label"]), 2)
+    data = PinnedBatches(features)
 
     # Autocast really runs the layers in bf16; the weights stay fp32.
     seen_dtypes = set()
@@ -107,8 +111,8 @@ def test_supervised_epochs_learn_under_bf16_ddp(nccl_group, name):
     handle = head.register_forward_hook(lambda _m, _i, out: seen_dtypes.add(out.dtype))
     generator = torch.Generator().manual_seed(0)
     losses = [
-        loop._train_one_epoch(model, optimizer, data, task, config, device, generator)
-        for _ in range(4)
+        loop._train_one_epoch(model, optimizer, data, task, config, device, generator, epoch)
+        for epoch in range(4)
     ]
     handle.remove()
     assert seen_dtypes == {torch.bfloat16}
@@ -181,6 +185,7 @@ def test_ray_train_on_gpus(tmp_path):
             config,
             device,
             torch.Generator().manual_seed(0),
+            0,  # epoch
         )
         ray.train.report({"loss": loss})
 

@@ -28,6 +28,7 @@ from lamina.tracking import (
     mask_uri,
     tracking_uri,
 )
+from lamina.training.distillation import with_teacher_logits
 from lamina.training.early_stopping import best_row
 from lamina.training.loop import CHECKPOINT_FILE, train_dataset_name, train_fn_per_worker
 from lamina.training.resume import (
@@ -36,6 +37,7 @@ from lamina.training.resume import (
     discard_unmarked_checkpoints,
     resumable_fit,
 )
+from lamina.training.tasks import supervised_task
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -142,9 +144,15 @@ def load_training_data(config: ExperimentConfig, paths: ExperimentPaths) -> Trai
         if not folder.is_dir():
             raise DataError(f"{folder}: features not found; run the `preprocess` stage first")
     val = ray.data.from_arrow(read_feature_files(folders["val"]))
-    if config.cluster.materialize_train:
-        return TrainingData(val, train_rows=pa.concat_tables(read_feature_files(folders["train"])))
-    return TrainingData(val, train_stream=ray.data.read_parquet(str(folders["train"].resolve())))
+    if not config.cluster.materialize_train:
+        stream = ray.data.read_parquet(str(folders["train"].resolve()))
+        return TrainingData(val, train_stream=stream)
+    train_rows = pa.concat_tables(read_feature_files(folders["train"]))
+    if config.train.distillation is not None:
+        train_rows = with_teacher_logits(
+            train_rows, config, paths, supervised_task(config).input_key
+        )
+    return TrainingData(val, train_rows=train_rows)
 
 
 def read_feature_files(folder: Path) -> list:

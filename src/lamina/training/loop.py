@@ -24,6 +24,7 @@ from lamina.config import ExperimentConfig
 from lamina.models import build_model_to_train
 from lamina.text import PAD_ID
 from lamina.training.augment import random_affine
+from lamina.training.distillation import TEACHER_LOGITS, mixed_loss
 from lamina.training.early_stopping import EarlyStopping
 from lamina.training.tasks import SupervisedTask, supervised_task
 
@@ -85,7 +86,7 @@ def _train_one_epoch(
     model, optimizer, shard, task: SupervisedTask, config, device, generator, epoch: int
 ) -> float:
     model.train()
-    augment = config.train.augment
+    augment, distillation = config.train.augment, config.train.distillation
     total_loss, seen = 0.0, 0
     for batch in _training_batches(shard, task, config, device, generator, epoch):
         inputs = batch[task.input_key]
@@ -94,7 +95,10 @@ def _train_one_epoch(
                 inputs, augment.max_shift_px, augment.max_rotation_deg, generator
             )
         with autocast(config, device):
-            loss = task.loss(model(inputs), batch[task.target_key])
+            outputs = model(inputs)
+            loss = task.loss(outputs, batch[task.target_key])
+            if distillation is not None:
+                loss = mixed_loss(loss, outputs, batch[TEACHER_LOGITS], distillation)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.train.gradient_clip_norm is not None:
