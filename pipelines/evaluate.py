@@ -12,12 +12,10 @@ import json
 import logging
 
 from lamina.atomic import atomic_path, atomic_write_text
-from lamina.config import load_resolved_config
 from lamina.entrypoint import run_stage
 from lamina.evaluate import evaluate_classifier, evaluate_forecaster, evaluate_generator
 from lamina.models import load_trained_model
 from lamina.paths import ExperimentPaths
-from lamina.preprocess import vocabulary_size
 from lamina.tracking import RunInfo, log_evaluation
 
 logger = logging.getLogger("lamina.evaluate")
@@ -31,11 +29,8 @@ EVALUATORS = {
 
 def evaluate(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
-    config = load_resolved_config(paths.trained_config)
+    config, model = load_trained_model(paths)
     run = RunInfo.load(paths.run_info)
-    model = load_trained_model(
-        config, paths.model_dir / "model.pt", vocabulary_size(config, paths.preprocessor)
-    )
     with atomic_path(paths.plots) as staging:
         staging.mkdir()
         evaluation = EVALUATORS[config.task](config, model, paths, staging)

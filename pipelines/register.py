@@ -12,12 +12,10 @@ import json
 import logging
 
 from lamina.atomic import atomic_path
-from lamina.config import load_resolved_config
 from lamina.entrypoint import run_stage
 from lamina.models import load_trained_model
 from lamina.packaging import log_model_version
 from lamina.paths import ExperimentPaths
-from lamina.preprocess import vocabulary_size
 from lamina.registry import promote_version
 from lamina.tracking import RunInfo
 
@@ -26,12 +24,9 @@ logger = logging.getLogger("lamina.register")
 
 def register(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
-    config = load_resolved_config(paths.trained_config)
+    config, model = load_trained_model(paths)
     run = RunInfo.load(paths.run_info)
     metrics = json.loads(paths.metrics.read_text())
-    model = load_trained_model(
-        config, paths.model_dir / "model.pt", vocabulary_size(config, paths.preprocessor)
-    )
     version = log_model_version(config, paths, model, run.run_id)
     registration = promote_version(
         config.name,

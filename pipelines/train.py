@@ -34,7 +34,7 @@ def train(experiment: str) -> None:
 
     with atomic_path(paths.model_dir) as staging:
         staging.mkdir()
-        torch.save(outcome.best_weights, staging / "model.pt")
+        torch.save(outcome.best_weights, staging / paths.model_weights.name)
         (staging / paths.trained_config.name).write_text(dump_config(config))
     atomic_write_text(paths.history, outcome.history.to_csv(index=False))
     with atomic_path(paths.run_info) as staging:

@@ -125,7 +125,6 @@ def evaluate_generator(
     config: ExperimentConfig, generator: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
 ) -> Evaluation:
     """Score generated digits with the trained judge classifier (FID, class coverage)."""
-    from lamina.config import load_resolved_config
     from lamina.data.image_parquet import pixels_from_arrow
     from lamina.gan_metrics import gan_test_metrics, judge_features, plot_sample_grid
     from lamina.images import ImageStandardizer
@@ -133,8 +132,7 @@ def evaluate_generator(
     from lamina.parquet_files import read_parquet
 
     judge_paths = ExperimentPaths(config.model.judge_experiment, paths.root)
-    judge_config = load_resolved_config(judge_paths.trained_config)
-    judge = load_trained_model(judge_config, judge_paths.model_dir / "model.pt")
+    judge_config, judge = load_trained_model(judge_paths)
     judge_scale = ImageStandardizer.load(judge_paths.preprocessor)
 
     test = read_parquet(paths.splits / "test.parquet", written_by="prepare")

@@ -56,6 +56,10 @@ class ExperimentPaths:
         return self.base / "model"
 
     @property
+    def model_weights(self) -> Path:
+        return self.model_dir / "model.pt"
+
+    @property
     def trained_config(self) -> Path:
         return self.model_dir / "config.yaml"
 

@@ -67,7 +67,7 @@ def student_and_teacher(tmp_path):
     teacher_paths.trained_config.write_text(dump_config(teacher))
     torch.manual_seed(0)
     teacher_model = build_model(teacher, len(TOKENS)).eval()
-    torch.save(teacher_model.state_dict(), teacher_paths.model_dir / "model.pt")
+    torch.save(teacher_model.state_dict(), teacher_paths.model_weights)
     rows = pa.table(
         {
             "tokens": ArrowTensorArray.from_numpy(
@@ -107,6 +107,6 @@ def test_a_teacher_with_other_features_is_refused(student_and_teacher):
 
 def test_a_teacher_not_trained_yet_names_the_stage_to_run(student_and_teacher):
     student, teacher, _, rows, root = student_and_teacher
-    (ExperimentPaths(teacher.name, root).model_dir / "model.pt").unlink()
+    ExperimentPaths(teacher.name, root).model_weights.unlink()
     with pytest.raises(DataError, match=r"run `dvc repro train@lstm-sentiment` first"):
         with_teacher_logits(rows, student, ExperimentPaths(student.name, root), "tokens")

@@ -122,6 +122,15 @@ def test_mlflow_holds_the_run_and_the_champion(clone, first_repro, tracking):
     assert champion.tags["lamina.dvc_data_hash"] == mlflow_run.data.tags["lamina.dvc_data_hash"]
 
 
+def test_the_students_run_names_its_teachers_run(clone, first_repro, tracking):
+    def run_id(name: str) -> str:
+        return json.loads((clone / "outputs" / name / "run.json").read_text())["run_id"]
+
+    student = _client(tracking).get_run(run_id("transformer-sentiment"))
+    assert student.data.params["train.distillation.teacher"] == "lstm-sentiment"
+    assert student.data.tags["lamina.teacher_run_id"] == run_id("lstm-sentiment")
+
+
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_model_is_registered_as_champion(first_repro, tracking, name):
     champion = _client(tracking).get_model_version_by_alias(name, "champion")

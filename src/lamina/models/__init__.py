@@ -6,8 +6,6 @@ so one supervised training loop serves them all. The GAN pair is built by `build
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
 from lamina.config import (
@@ -18,6 +16,7 @@ from lamina.config import (
     RNNConfig,
     TransformerConfig,
 )
+from lamina.paths import ExperimentPaths
 
 
 def build_model(config: ExperimentConfig, vocab_size: int | None = None) -> nn.Module:
@@ -109,17 +108,21 @@ def _required(vocab_size: int | None) -> int:
     return vocab_size
 
 
-def load_trained_model(
-    config: ExperimentConfig, weights_file: Path, vocab_size: int | None = None
-) -> nn.Module:
-    """The architecture from `config` with the weights the train stage saved, in eval mode."""
+def load_trained_model(paths: ExperimentPaths) -> tuple[ExperimentConfig, nn.Module]:
+    """What an experiment's `train` stage left: the config it trained with (searched values
+    applied) and the model with the best epoch's weights, in eval mode. A text model is sized
+    by the vocabulary fitted on its training split."""
     import torch
 
+    from lamina.config import load_resolved_config
+    from lamina.preprocess import vocabulary_size
+
+    config = load_resolved_config(paths.trained_config)
     if config.task == "generation":
         from lamina.models.dcgan import build_gan
 
         model = build_gan(config)[0]
     else:
-        model = build_model(config, vocab_size)
-    model.load_state_dict(torch.load(weights_file, weights_only=True))
-    return model.eval()
+        model = build_model(config, vocabulary_size(config, paths.preprocessor))
+    model.load_state_dict(torch.load(paths.model_weights, weights_only=True))
+    return config, model.eval()

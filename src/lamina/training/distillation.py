@@ -61,15 +61,10 @@ def with_teacher_logits(
     from ray.data.extensions import ArrowTensorArray
 
     from lamina.models import load_trained_model
-    from lamina.preprocess import vocabulary_size
 
     teacher_paths = ExperimentPaths(config.train.distillation.teacher, paths.root)
-    teacher_config = _teacher_config(config, paths, teacher_paths)
-    teacher = load_trained_model(
-        teacher_config,
-        teacher_paths.model_dir / "model.pt",
-        vocabulary_size(teacher_config, teacher_paths.preprocessor),
-    )
+    _check_teacher(config, paths, teacher_paths)
+    _, teacher = load_trained_model(teacher_paths)
     inputs = np.concatenate([chunk.to_numpy() for chunk in rows.column(input_key).chunks])
     with torch.no_grad():
         logits = torch.cat(
@@ -81,15 +76,15 @@ def with_teacher_logits(
     return rows.append_column(TEACHER_LOGITS, ArrowTensorArray.from_numpy(logits.float().numpy()))
 
 
-def _teacher_config(
+def _check_teacher(
     config: ExperimentConfig, paths: ExperimentPaths, teacher_paths: ExperimentPaths
-) -> ExperimentConfig:
-    """The teacher's trained config, once it is clear the teacher fits this experiment: trained
-    on the same split (a teacher trained on other rows could have seen this experiment's
-    validation or test rows), reading the same features, predicting the same classes."""
+) -> None:
+    """Refuse a teacher that does not fit this experiment. It must be trained on the same
+    split (a teacher trained on other rows could have seen this experiment's validation or
+    test rows), read the same features and predict the same classes."""
     teacher = teacher_paths.name
     key = "train.distillation.teacher"
-    if not (teacher_paths.model_dir / "model.pt").is_file():
+    if not teacher_paths.model_weights.is_file():
         raise DataError(
             f"{teacher_paths.model_dir}: {key} {teacher} has no trained model; "
             f"run `dvc repro train@{teacher}` first"
@@ -108,4 +103,3 @@ def _teacher_config(
         )
     if teacher_config.task != "classification":
         raise DataError(f"{key} {teacher} is not a classifier")
-    return teacher_config

@@ -63,7 +63,8 @@ def open_training_run(
 ) -> tuple[str, str]:
     """Create the MLflow run (experiment = preset name) with params and lineage tags.
 
-    A Tune trial's run names its search's run as parent, so the UI nests it there.
+    A Tune trial's run names its search's run as parent, so the UI nests it there. A student
+    names the MLflow run of the teacher it learns from (`train.distillation`).
     """
     from mlflow.tracking import MlflowClient
 
@@ -79,6 +80,10 @@ def open_training_run(
     }
     if parent_run_id is not None:
         tags["mlflow.parentRunId"] = parent_run_id
+    if config.train.distillation is not None:
+        teacher = ExperimentPaths(config.train.distillation.teacher, root)
+        if teacher.run_info.is_file():  # else loading the data names the stage to run
+            tags["lamina.teacher_run_id"] = RunInfo.load(teacher.run_info).run_id
     run = client.create_run(experiment_id, run_name=run_name or f"{config.name}-{stage}", tags=tags)
     log_params(client, run.info.run_id, flatten_config(config))
     return run.info.run_id, experiment_id
