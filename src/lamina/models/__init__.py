@@ -15,6 +15,7 @@ from lamina.config import (
     MLPConfig,
     RNNConfig,
     TransformerConfig,
+    load_resolved_config,
 )
 from lamina.paths import ExperimentPaths
 
@@ -114,7 +115,6 @@ def load_trained_model(paths: ExperimentPaths) -> tuple[ExperimentConfig, nn.Mod
     by the vocabulary fitted on its training split."""
     import torch
 
-    from lamina.config import load_resolved_config
     from lamina.preprocess import vocabulary_size
 
     config = load_resolved_config(paths.trained_config)
