@@ -1,19 +1,27 @@
 """Training helpers: early stopping decisions and state, augmentation that keeps shapes,
 batches of texts of similar length, features read for the object store and shared out among
-the workers."""
+the workers, validation shared out among the ranks."""
 
 import itertools
+import os
+import socket
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lamina.config import compose_experiment
 from lamina.errors import DataError
+from lamina.models import build_model
 from lamina.training.augment import random_affine
 from lamina.training.driver import TrainingData, read_feature_files
 from lamina.training.early_stopping import EarlyStopping
-from lamina.training.loop import length_buckets, train_dataset_name
+from lamina.training.loop import _validate, length_buckets, train_dataset_name
+from lamina.training.tasks import supervised_task
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def test_early_stopping_waits_for_patience_then_stops():
@@ -148,3 +156,66 @@ def test_training_rows_streamed_from_parquet_are_left_to_ray_trains_split(local_
     datasets, split_by_ray = TrainingData(val, train_stream=stream).for_workers(2)
 
     assert datasets == {"train": stream, "val": val} and split_by_ray == ["train"]
+
+
+class FixedBatches:
+    """Tensors served in batches, as `iter_torch_batches` serves a materialized dataset."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]):
+        self.columns = columns
+
+    def iter_torch_batches(self, *, batch_size, device, pin_memory=False):
+        rows = len(next(iter(self.columns.values())))
+        for start in range(0, rows, batch_size):
+            yield {key: value[start : start + batch_size] for key, value in self.columns.items()}
+
+
+def _validation_setup():
+    """The CNN preset (batch norm, dropout) with fixed weights and 513 digits: two batches of
+    256 and a last batch of one row, which leaves the second rank nothing to score."""
+    config = compose_experiment("cnn-mnist", CONF_DIR)
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.train()
+    model(torch.randn(64, 1, 28, 28))  # batch norm's running statistics move off their start
+    generator = torch.Generator().manual_seed(1)
+    data = FixedBatches(
+        {
+            "image": torch.randn(513, 1, 28, 28, generator=generator),
+            "label": torch.randint(0, 10, (513,), generator=generator),
+        }
+    )
+    return config, model, data
+
+
+def _validate_as_rank(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        config, model, data = _validation_setup()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        results[rank] = _validate(ddp, data, supervised_task(config), config, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_each_score_half_of_validation_and_agree_with_one_rank_scoring_all():
+    import torch.multiprocessing as mp
+
+    config, model, data = _validation_setup()
+    alone = _validate(model, data, supervised_task(config), config, torch.device("cpu"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_validate_as_rank, args=(port, results), nprocs=2)
+        by_rank = dict(results)
+
+    assert set(alone) == {"val/loss", "val/accuracy"}
+    for rank in (0, 1):
+        assert by_rank[rank]["val/accuracy"] == alone["val/accuracy"]
+        assert by_rank[rank]["val/loss"] == pytest.approx(alone["val/loss"], rel=1e-5)
+    assert by_rank[0] == by_rank[1]  # bit for bit: every rank takes the same decisions

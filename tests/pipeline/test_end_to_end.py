@@ -122,13 +122,27 @@ def test_mlflow_holds_the_run_and_the_champion(clone, first_repro, tracking):
     assert champion.tags["lamina.dvc_data_hash"] == mlflow_run.data.tags["lamina.dvc_data_hash"]
 
 
-def test_the_students_run_names_its_teachers_run(clone, first_repro, tracking):
+def test_the_students_training_and_search_runs_name_its_teachers_run(clone, first_repro, tracking):
     def run_id(name: str) -> str:
         return json.loads((clone / "outputs" / name / "run.json").read_text())["run_id"]
 
-    student = _client(tracking).get_run(run_id("transformer-sentiment"))
+    client = _client(tracking)
+    student = client.get_run(run_id("transformer-sentiment"))
     assert student.data.params["train.distillation.teacher"] == "lstm-sentiment"
     assert student.data.tags["lamina.teacher_run_id"] == run_id("lstm-sentiment")
+    # So does every trial of the student's search.
+    best = yaml.safe_load(
+        (clone / "outputs" / "transformer-sentiment" / "best_params.yaml").read_text()
+    )
+    search = client.get_run(best["mlflow_search_run_id"])
+    trials = client.search_runs(
+        [search.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{search.info.run_id}'",
+    )
+    assert len(trials) == SHRUNK_SEARCH["transformer-sentiment"]["num_trials"]
+    assert {trial.data.tags["lamina.teacher_run_id"] for trial in trials} == {
+        run_id("lstm-sentiment")
+    }
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

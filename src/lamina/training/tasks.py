@@ -24,6 +24,13 @@ class SupervisedTask:
             return F.cross_entropy(outputs, targets)
         return F.mse_loss(outputs, targets)
 
+    @property
+    def metric_keys(self) -> tuple[str, str]:
+        """The keys of `metric_sums`, in the order the ranks add them up."""
+        if self.kind == "classification":
+            return ("val/loss", "val/accuracy")
+        return ("val/loss", "val/mae")
+
     def metric_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Per-batch sums; divided by the row count they give the epoch's validation metrics."""
         if self.kind == "classification":
