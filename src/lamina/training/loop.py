@@ -163,10 +163,16 @@ def _validate(model, dataset, task: SupervisedTask, config, device) -> dict[str,
     its own rows of every batch (rank, rank + n, ...) and the sums are added up across ranks:
     n ranks each score 1/n of the split instead of all of it (the CNN's epoch spent a tenth
     of its time scoring validation). Rows are scored one by one (eval mode: no dropout, batch
-    norm from its running statistics), so which rank scores a row does not change its score."""
+    norm from its running statistics), so which rank scores a row does not change its score.
+    Batch norm's statistics are rank 0's on every rank first: each rank's moved with its own
+    last batch, and rank 0's are the ones its checkpoint keeps (DDP hands them out again at the
+    next training step anyway)."""
     network = unwrap(model)  # not through DDP: the ranks may score different numbers of rows
     network.eval()
     rank, ranks = _rank_and_world_size()
+    if ranks > 1:
+        for buffer in network.buffers():
+            dist.broadcast(buffer, src=0)
     totals = dict.fromkeys(task.metric_keys, 0.0)
     seen = 0
     for batch in dataset.iter_torch_batches(
