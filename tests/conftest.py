@@ -25,6 +25,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
+class TensorBatches:
+    """Fixed tensors served as Ray Data's `iter_torch_batches` serves a materialized shard:
+    in order, pinned when asked, copied to `device`. For the loops' epoch functions outside
+    Ray Train."""
+
+    def __init__(self, columns: dict):
+        self.columns = columns
+
+    def iter_torch_batches(self, *, batch_size, device, pin_memory=False, **_shuffle):
+        rows = len(next(iter(self.columns.values())))
+        for start in range(0, rows, batch_size):
+            batch = {key: value[start : start + batch_size] for key, value in self.columns.items()}
+            if pin_memory:
+                batch = {key: value.pin_memory() for key, value in batch.items()}
+            yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
 def shrink(config: ExperimentConfig, data_path: Path, **train: object) -> ExperimentConfig:
     """The preset as it is, on few samples, for one or two quick epochs."""
     tiny = {

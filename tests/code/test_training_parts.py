@@ -5,7 +5,6 @@ the workers, validation shared out among the ranks."""
 import itertools
 import os
 import socket
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,8 +19,7 @@ from lamina.training.driver import TrainingData, read_feature_files
 from lamina.training.early_stopping import EarlyStopping
 from lamina.training.loop import _validate, length_buckets, train_dataset_name
 from lamina.training.tasks import supervised_task
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from tests.conftest import CONF_DIR, TensorBatches
 
 
 def test_early_stopping_waits_for_patience_then_stops():
@@ -158,18 +156,6 @@ def test_training_rows_streamed_from_parquet_are_left_to_ray_trains_split(local_
     assert datasets == {"train": stream, "val": val} and split_by_ray == ["train"]
 
 
-class FixedBatches:
-    """Tensors served in batches, as `iter_torch_batches` serves a materialized dataset."""
-
-    def __init__(self, columns: dict[str, torch.Tensor]):
-        self.columns = columns
-
-    def iter_torch_batches(self, *, batch_size, device, pin_memory=False):
-        rows = len(next(iter(self.columns.values())))
-        for start in range(0, rows, batch_size):
-            yield {key: value[start : start + batch_size] for key, value in self.columns.items()}
-
-
 def _validation_setup():
     """The CNN preset (batch norm, dropout) with fixed weights and 513 digits: two batches of
     256 and a last batch of one row, which leaves the second rank nothing to score."""
@@ -179,7 +165,7 @@ def _validation_setup():
     model.train()
     model(torch.randn(64, 1, 28, 28))  # batch norm's running statistics move off their start
     generator = torch.Generator().manual_seed(1)
-    data = FixedBatches(
+    data = TensorBatches(
         {
             "image": torch.randn(513, 1, 28, 28, generator=generator),
             "label": torch.randint(0, 10, (513,), generator=generator),

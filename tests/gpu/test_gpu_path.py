@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from lamina.models.dcgan import build_gan
 from lamina.training import adversarial, loop
 from lamina.training.distillation import TEACHER_LOGITS
 from lamina.training.tasks import supervised_task
+from tests.conftest import CONF_DIR, TensorBatches
 
 pytestmark = [
     pytest.mark.gpu,
@@ -29,7 +29,6 @@ pytestmark = [
 ]
 
 VOCAB_SIZE = 500
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def gpu_config(name: str):
@@ -39,21 +38,6 @@ def gpu_config(name: str):
     cluster = yaml.safe_load((CONF_DIR / "cluster" / "gpu-cluster.yaml").read_text())
     config = compose_experiment(name, CONF_DIR)
     return config.model_copy(update={"cluster": config.cluster.model_validate(cluster)})
-
-
-class PinnedBatches:
-    """Fixed tensors served as Ray Data's iterator serves a shard: pinned, copied to `device`."""
-
-    def __init__(self, columns: dict[str, torch.Tensor]):
-        self.columns = columns
-
-    def iter_torch_batches(self, *, batch_size, device, pin_memory=False, **_shuffle):
-        rows = len(next(iter(self.columns.values())))
-        for start in range(0, rows, batch_size):
-            batch = {key: value[start : start + batch_size] for key, value in self.columns.items()}
-            if pin_memory:
-                batch = {key: value.pin_memory() for key, value in batch.items()}
-            yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +86,7 @@ def test_supervised_epochs_learn_under_bf16_ddp(nccl_group, name):
     features = _features(name)
     if config.train.distillation is not None:  # the teacher's logits, as the driver adds them
         features[TEACHER_LOGITS] = torch.randn(len(features["label"]), 2)
-    data = PinnedBatches(features)
+    data = TensorBatches(features)
 
     # Autocast really runs the layers in bf16; the weights stay fp32.
     seen_dtypes = set()
@@ -141,7 +125,7 @@ def test_gan_epoch_under_bf16_ddp(nccl_group):
         discriminator,
         optimizer_g,
         optimizer_d,
-        PinnedBatches({"image": images}),
+        TensorBatches({"image": images}),
         config,
         device,
         torch.Generator().manual_seed(0),
@@ -180,7 +164,7 @@ def test_ray_train_on_gpus(tmp_path):
         loss = loop._train_one_epoch(
             model,
             optimizer,
-            PinnedBatches(features),
+            TensorBatches(features),
             task,
             config,
             device,
