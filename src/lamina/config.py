@@ -364,6 +364,16 @@ class SearchDimension(_Strict):
             return [int(self.low), int(self.high)]
         return [self.low, self.high]
 
+    def holds(self, value: Any) -> bool:
+        """Whether the search could sample `value`."""
+        if self.distribution == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.distribution == "int" and not float(value).is_integer():
+            return False
+        return self.low <= value <= self.high
+
 
 class TuneConfig(_Strict):
     """A Ray Tune search over `space` (dotted config keys) before the `train` stage.
@@ -392,6 +402,10 @@ class TuneConfig(_Strict):
     workers_per_trial: Annotated[int, Field(gt=0)] = 1
     cpus_per_worker: Annotated[float, Field(gt=0.0)] = 0.5
     seed: int = 0
+    # Trial 1 trains the config's own values of the searched keys, the other trials sample:
+    # the search can then only pick values that score at least as well on validation as the
+    # config as written (at the search's budget of epochs).
+    try_config_first: bool = False
 
 
 Task = Literal["classification", "regression", "generation"]
@@ -464,7 +478,8 @@ def _check_distillation(config: ExperimentConfig) -> None:
 
 
 def _check_search_space(config: ExperimentConfig) -> None:
-    """Every searched key exists, and the space's edge values give a valid config.
+    """Every searched key exists, the space's edge values give a valid config, and with
+    `try_config_first` the config's own values lie in the space.
 
     So a bad space fails when the config is composed, before any trial starts.
     """
@@ -483,6 +498,21 @@ def _check_search_space(config: ExperimentConfig) -> None:
                 raise ValueError(
                     f"tune.space.{key}: value {value!r} is invalid: {problem}"
                 ) from None
+        written = get_dotted(base, key)
+        if config.tune.try_config_first and not dimension.holds(written):
+            raise ValueError(
+                f"tune.try_config_first: {key} is {written!r}, which tune.space.{key} cannot "
+                "sample; widen the space or change the value"
+            )
+
+
+def get_dotted(tree: dict[str, Any], key: str) -> Any:
+    """`tree`'s value at `key` ("train.lr"); the key must exist."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            raise KeyError(key)
+        tree = tree[part]
+    return tree
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:

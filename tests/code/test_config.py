@@ -37,6 +37,14 @@ def test_dvc_pipeline_lists_every_preset_with_its_data_kind():
         assert f"outputs/{name}/plots" in plot_paths, name
 
 
+def test_configure_reruns_when_any_config_group_changes():
+    """A preset composes files from every group folder (a search space from conf/tune/...):
+    each folder is a dependency of the stage that composes them, or an edit there goes unseen."""
+    dvc = yaml.safe_load((CONF_DIR.parent / "dvc.yaml").read_text())
+    deps = dvc["stages"]["configure"]["do"]["deps"]
+    assert {f"conf/{group}" for group in CONFIG_GROUPS} <= set(deps)
+
+
 def test_the_generator_stage_depends_on_its_judge():
     dvc = yaml.safe_load((CONF_DIR.parent / "dvc.yaml").read_text())
     deps = dvc["stages"]["evaluate-generator"]["do"]["deps"]
@@ -156,6 +164,24 @@ def _space(key: str, **dimension: object) -> dict:
             "tune.space.model.activation: value 'swish' is invalid",
         ),
         ({"tune": {"num_trials": 0}}, "tune.num_trials: Input should be greater than 0"),
+        (
+            {
+                "tune": {
+                    "try_config_first": True,
+                    "space": {"train.lr": {"distribution": "uniform", "low": 0.002, "high": 0.1}},
+                }
+            },
+            "tune.try_config_first: train.lr is 0.001, which tune.space.train.lr cannot sample",
+        ),
+        (
+            {
+                "tune": {
+                    "try_config_first": True,
+                    "space": {"model.activation": {"distribution": "choice", "values": ["gelu"]}},
+                }
+            },
+            "model.activation is 'relu', which tune.space.model.activation cannot sample",
+        ),
     ],
 )
 def test_bad_config_is_one_error_naming_file_and_key(tmp_path, override, expected):

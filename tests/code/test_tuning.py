@@ -5,7 +5,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from lamina.config import ConfigError, SearchDimension, load_best_params, with_overrides
-from lamina.tuning.space import make_scheduler, search_domains
+from lamina.tuning.space import first_trials, make_scheduler, make_searcher, search_domains
 from lamina.tuning.trial import trial_config
 
 
@@ -60,3 +60,40 @@ def test_best_params_file_with_and_without_a_search(tmp_path):
     tuned = tmp_path / "best.yaml"
     tuned.write_text("params:\n  train.lr: 0.002\n  model.activation: gelu\nbest_trial: 3\n")
     assert load_best_params(tuned) == {"train.lr": 0.002, "model.activation": "gelu"}
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "random"])
+def test_try_config_first_runs_the_configs_values_then_samples(cnn_config, local_ray, searcher):
+    """A real Tune run (a trial only reports its config): trial 1 gets the config's own values
+    of the searched keys, the later trials samples of the space."""
+    config = with_overrides(
+        cnn_config, {"tune.try_config_first": True, "tune.searcher": searcher, "tune.seed": 3}
+    )
+    assert first_trials(cnn_config) is None
+    (written,) = first_trials(config)
+    assert written == {
+        "train.lr": config.train.lr,
+        "model.dropout": config.model.dropout,
+        "model.hidden_size": config.model.hidden_size,
+        "model.activation": config.model.activation,
+    }
+
+    def report_config(params):
+        tune.report({"val/loss": float(params["train.lr"])})
+
+    results = tune.Tuner(
+        report_config,
+        param_space=search_domains(config.tune.space),
+        tune_config=tune.TuneConfig(
+            metric="val/loss",
+            mode="min",
+            search_alg=make_searcher(config, "val/loss", "min"),
+            num_samples=3,
+            max_concurrent_trials=1,
+        ),
+        run_config=tune.RunConfig(verbose=0),
+    ).fit()
+    assert len(results) == 3
+    configs = [{key: result.config[key] for key in written} for result in results]
+    assert configs[0] == written
+    assert all(sampled != written for sampled in configs[1:])

@@ -229,6 +229,12 @@ def test_search_is_a_parent_run_with_a_child_per_trial_and_feeds_training(
     choose = trials[monitor].idxmax() if monitor.endswith("accuracy") else trials[monitor].idxmin()
     assert best["best_trial"] == trials.loc[choose, "trial"]
     assert best[monitor] == pytest.approx(trials.loc[choose, monitor])
+    configured = yaml.safe_load((out / "config.yaml").read_text())
+    if configured["tune"]["try_config_first"]:  # trial 1 trains the config's own values
+        for key in configured["tune"]["space"]:
+            section, field = key.split(".", 1)
+            assert trials.loc[0, key] == _approx(configured[section][field])
+        assert trials["trial"].iloc[0] == 1
 
     # `train` trained with exactly the best trial's values, and says so in MLflow.
     trained = yaml.safe_load((out / "model" / "config.yaml").read_text())

@@ -102,7 +102,7 @@ def run_search(
                 tune_config=tune.TuneConfig(
                     metric=monitor,
                     mode=mode,
-                    search_alg=make_searcher(settings, monitor, mode),
+                    search_alg=make_searcher(config, monitor, mode),
                     scheduler=make_scheduler(settings),
                     num_samples=settings.num_trials,
                     max_concurrent_trials=settings.max_concurrent_trials,

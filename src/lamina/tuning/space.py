@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lamina.config import SearchDimension, TuneConfig
+from lamina.config import ExperimentConfig, SearchDimension, TuneConfig, get_dotted
 
 
 def search_domains(space: dict[str, SearchDimension]) -> dict[str, Any]:
@@ -24,17 +24,34 @@ def search_domains(space: dict[str, SearchDimension]) -> dict[str, Any]:
     return domains
 
 
-def make_searcher(settings: TuneConfig, metric: str, mode: str):
+def first_trials(config: ExperimentConfig) -> list[dict[str, Any]] | None:
+    """The trials to run before any sampling: the config's own values when
+    `tune.try_config_first` asks for them (config validation checked they lie in the space)."""
+    if not config.tune.try_config_first:
+        return None
+    tree = config.model_dump(mode="json")
+    return [{key: get_dotted(tree, key) for key in config.tune.space}]
+
+
+def make_searcher(config: ExperimentConfig, metric: str, mode: str):
     """Optuna's TPE (learns from finished trials) or plain random sampling, both seeded."""
+    settings: TuneConfig = config.tune
     if settings.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(metric=metric, mode=mode, seed=settings.seed)
+        return OptunaSearch(
+            metric=metric,
+            mode=mode,
+            seed=settings.seed,
+            points_to_evaluate=first_trials(config),
+        )
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune applies `max_concurrent_trials` to a Searcher, not to a generator handed to it.
     return BasicVariantGenerator(
-        random_state=settings.seed, max_concurrent=settings.max_concurrent_trials
+        points_to_evaluate=first_trials(config),
+        random_state=settings.seed,
+        max_concurrent=settings.max_concurrent_trials,
     )
 
 
