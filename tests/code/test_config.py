@@ -114,7 +114,7 @@ def _space(key: str, **dimension: object) -> dict:
         ({"defaults": {"model": "resnet"}}, "defaults.model: no option 'resnet'"),
         ({"defaults": {"optimizer": "adam"}}, "defaults.optimizer: unknown config group"),
         ({"preprocess": {"kind": "vocabulary"}}, "preprocess.kind 'vocabulary' does not apply"),
-        ({"defaults": {"model": "transformer"}}, "model.kind 'transformer' does not apply"),
+        ({"defaults": {"model": "lstm"}}, "model.kind 'rnn' does not apply"),
         ({"preprocess": {"kind": "fourier"}}, "preprocess: Input tag 'fourier'"),
         ({"train": {"length_buckets": 8}}, "train.length_buckets groups texts by length"),
         (
@@ -171,16 +171,17 @@ def _space(key: str, **dimension: object) -> dict:
                     "space": {"train.lr": {"distribution": "uniform", "low": 0.002, "high": 0.1}},
                 }
             },
-            "tune.try_config_first: train.lr is 0.001, which tune.space.train.lr cannot sample",
+            "tune.try_config_first: train.lr is 0.0014050388998463588, which tune.space.train.lr "
+            "cannot sample",
         ),
         (
             {
                 "tune": {
                     "try_config_first": True,
-                    "space": {"model.activation": {"distribution": "choice", "values": ["gelu"]}},
+                    "space": {"model.activation": {"distribution": "choice", "values": ["relu"]}},
                 }
             },
-            "model.activation is 'relu', which tune.space.model.activation cannot sample",
+            "model.activation is 'leaky_relu', which tune.space.model.activation cannot sample",
         ),
     ],
 )

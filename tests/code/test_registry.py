@@ -444,7 +444,7 @@ def image_predictions(tmp_path_factory, cnn_config):
 
     root = tmp_path_factory.mktemp("image-model")
     tiny = cnn_config.model.model_copy(update={"channels": [4], "hidden_size": 8})
-    config = cnn_config.model_copy(update={"model": tiny})
+    config = cnn_config.model_copy(update={"model": tiny, "tune": None})  # off the search space
     torch.manual_seed(0)
     network = build_model(config).eval()
     scaler = ImageStandardizer(33.0, 78.0, (28, 28), list(config.data.class_names), 100)

@@ -40,7 +40,9 @@ def test_a_trial_gets_its_sample_the_search_budget_and_no_search_of_its_own(cnn_
 
 def test_a_grace_period_beyond_the_trial_budget_is_capped(cnn_config):
     """ASHA itself refuses grace_period > max_t; a short search budget must still work."""
-    settings = cnn_config.tune.model_copy(update={"grace_period": 5, "max_epochs_per_trial": 2})
+    settings = cnn_config.tune.model_copy(
+        update={"scheduler": "asha", "grace_period": 5, "max_epochs_per_trial": 2}
+    )
     with pytest.raises(AssertionError, match="grace_period must be <= max_t"):
         ASHAScheduler(max_t=2, grace_period=5)
     assert isinstance(make_scheduler(settings), ASHAScheduler)
@@ -69,7 +71,7 @@ def test_try_config_first_runs_the_configs_values_then_samples(cnn_config, local
     config = with_overrides(
         cnn_config, {"tune.try_config_first": True, "tune.searcher": searcher, "tune.seed": 3}
     )
-    assert first_trials(cnn_config) is None
+    assert first_trials(with_overrides(cnn_config, {"tune.try_config_first": False})) is None
     (written,) = first_trials(config)
     assert written == {
         "train.lr": config.train.lr,

@@ -23,14 +23,20 @@ EXPERIMENTS = {  # name -> task
 }
 
 
-# The presets that search before training, their metric, and the shrunk search. cnn-mnist's
-# search lets ASHA stop trials (half of them after one epoch), which must free their CPUs for
-# the trials after them. transformer-sentiment's maximises, trains the preset's own values in
-# its first trial (try_config_first), and is a student's: every trial needs its teacher's
-# logits.
+# The presets that search before training, their metric, and the shrunk search. Shrunk,
+# cnn-mnist's search lets ASHA stop trials (half of them after one epoch), which must free
+# their CPUs for the trials after them, and samples every trial. transformer-sentiment's
+# maximises, trains the preset's own values in its first trial (try_config_first, as both
+# default searches do), and is a student's: every trial needs its teacher's logits.
 TUNED = {"cnn-mnist": "val/loss", "transformer-sentiment": "val/accuracy"}
 SHRUNK_SEARCH = {
-    "cnn-mnist": {"num_trials": 4, "max_epochs_per_trial": 2, "reduction_factor": 2},
+    "cnn-mnist": {
+        "num_trials": 4,
+        "max_epochs_per_trial": 2,
+        "scheduler": "asha",
+        "reduction_factor": 2,
+        "try_config_first": False,
+    },
     "transformer-sentiment": {"num_trials": 3, "max_epochs_per_trial": 1},
 }
 
