@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from lamina.config import get_dotted
 from tests.conftest import process_group, run
 from tests.pipeline.conftest import EXPERIMENTS, SHRUNK_SEARCH, TUNED, shrink_preset
 
@@ -232,15 +233,13 @@ def test_search_is_a_parent_run_with_a_child_per_trial_and_feeds_training(
     configured = yaml.safe_load((out / "config.yaml").read_text())
     if configured["tune"]["try_config_first"]:  # trial 1 trains the config's own values
         for key in configured["tune"]["space"]:
-            section, field = key.split(".", 1)
-            assert trials.loc[0, key] == _approx(configured[section][field])
+            assert trials.loc[0, key] == _approx(get_dotted(configured, key))
         assert trials["trial"].iloc[0] == 1
 
     # `train` trained with exactly the best trial's values, and says so in MLflow.
     trained = yaml.safe_load((out / "model" / "config.yaml").read_text())
     for key, value in best["params"].items():
-        section, field = key.split(".", 1)
-        assert trained[section][field] == _approx(value)
+        assert get_dotted(trained, key) == _approx(value)
         assert trials.loc[choose, key] == _approx(value)
     client = _client(tracking)
     train_run = client.get_run(json.loads((out / "run.json").read_text())["run_id"])
