@@ -18,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lamina.config import compose_experiment  # noqa: E402
+from lamina.config.compose import compose_experiment  # noqa: E402
 from lamina.models import build_model  # noqa: E402
 from lamina.training.loop import autocast, make_optimizer  # noqa: E402
 from lamina.training.tasks import supervised_task  # noqa: E402

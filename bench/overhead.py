@@ -6,7 +6,7 @@ What runs, in this order, in one process (nothing else should be busy on the mac
    (`torch.set_num_threads(1)`, like one Ray worker holding 1 CPU), the standardised MNIST digits
    held as one in-memory tensor, shuffled each epoch by a random permutation, no augmentation.
 2. `ray.init(num_cpus=2)` (timed; Ray Train's preemption watcher off, as in Lamina's own local
-   Ray: `lamina.ray_runtime.ONE_MACHINE_RAY_ENV`), the same tensors as a materialized Ray
+   Ray: `lamina.cluster.ray_runtime.ONE_MACHINE_RAY_ENV`), the same tensors as a materialized Ray
    Dataset (timed).
 3. Pure data iteration, no model: one epoch of batches from Ray Data's `iter_torch_batches`
    against slicing / gathering the in-memory tensor and against a `DataLoader`.
@@ -59,10 +59,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lamina.config import ExperimentConfig, compose_experiment
+from lamina.cluster.ray_runtime import ONE_MACHINE_RAY_ENV
+from lamina.config.compose import compose_experiment
+from lamina.config.schema import ExperimentConfig
 from lamina.data.image_arrays import read_image_arrays
 from lamina.models import build_model
-from lamina.ray_runtime import ONE_MACHINE_RAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "cnn-mnist"
@@ -422,7 +423,7 @@ def main() -> None:
     import ray.data
 
     os.environ.update(QUIET_RAY_DATA)
-    # As every Lamina stage runs a Ray of its own (lamina.ray_runtime.init_ray).
+    # As every Lamina stage runs a Ray of its own (lamina.cluster.ray_runtime.init_ray).
     for name, value in ONE_MACHINE_RAY_ENV.items():
         os.environ.setdefault(name, value)
     started = time.perf_counter()

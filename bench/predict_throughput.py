@@ -136,7 +136,7 @@ def main() -> None:
 
     import mlflow
 
-    from lamina.registry import find_model_version, registry_client
+    from lamina.serving.registry import find_model_version, registry_client
 
     client = registry_client(root)
     version = find_model_version(client, args.model)

@@ -3,7 +3,7 @@ and the fixed cost of submitting a job to it.
 
 What runs, in one process (nothing else should be busy on the machine):
 
-1. A two-node Ray cluster on 127.0.0.1 (`lamina.local_cluster`: two `ray start` nodes, 2
+1. A two-node Ray cluster on 127.0.0.1 (`lamina.cluster.local_ray`: two `ray start` nodes, 2
    logical CPUs each), the same kind the cluster tests use.
 2. The real `train` driver (`lamina.training.driver.run_training`: MLflow run, Ray Data
    features, TorchTrainer) of one experiment (default `cnn-mnist`, its preprocessed features
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def train_throughput(experiment: str, workers: int, epochs: int, cluster) -> dict:
     import ray
 
-    from lamina.config import compose_experiment
-    from lamina.paths import ExperimentPaths
-    from lamina.preprocess import vocabulary_tokens
+    from lamina.config.compose import compose_experiment
+    from lamina.config.paths import ExperimentPaths
+    from lamina.features.preprocess import vocabulary_tokens
     from lamina.training.driver import run_training
 
     config = compose_experiment(experiment, ROOT / "conf")
@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from lamina.local_cluster import LocalCluster
+    from lamina.cluster.local_ray import LocalCluster
 
     with tempfile.TemporaryDirectory(prefix="lamina-scaling-") as scratch:
         scratch = Path(scratch)

@@ -44,7 +44,7 @@ import ray.train.torch  # noqa: F401
 import torch  # noqa: F401
 
 import lamina.training.driver  # noqa: F401
-from lamina.config import compose_experiment
+from lamina.config.compose import compose_experiment
 from lamina.entrypoint import exit_on_user_error
 from lamina.models import build_model
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lamina.ray_runtime import ONE_MACHINE_RAY_ENV
+from lamina.cluster.ray_runtime import ONE_MACHINE_RAY_ENV
 from lamina.training.driver import TrainingData
 from lamina.training.loop import training_shard
 

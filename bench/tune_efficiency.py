@@ -39,9 +39,10 @@ from pathlib import Path
 
 import yaml
 
-from lamina.config import ExperimentConfig, load_resolved_config, with_overrides
-from lamina.paths import ExperimentPaths
-from lamina.preprocess import vocabulary_tokens
+from lamina.config.compose import load_resolved_config, with_overrides
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import ExperimentConfig
+from lamina.features.preprocess import vocabulary_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "tune_efficiency.json"

@@ -4,9 +4,9 @@ Out: outputs/<experiment>/config.yaml, the params file every later stage reads.
 """
 
 from lamina.atomic import atomic_write_text
-from lamina.config import compose_experiment, dump_config
+from lamina.config.compose import compose_experiment, dump_config
+from lamina.config.paths import CONF_DIR, ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.paths import CONF_DIR, ExperimentPaths
 
 
 def configure(experiment: str) -> None:

@@ -12,13 +12,13 @@ import json
 import logging
 
 from lamina.atomic import atomic_path, atomic_write_text
+from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.evaluate import evaluate_classifier, evaluate_forecaster, evaluate_generator
+from lamina.evaluation.evaluate import evaluate_classifier, evaluate_forecaster, evaluate_generator
 from lamina.models import load_trained_model
-from lamina.paths import ExperimentPaths
-from lamina.tracking import RunInfo, log_evaluation
+from lamina.tracking.runs import RunInfo, log_evaluation
 
-logger = logging.getLogger("lamina.evaluate")
+logger = logging.getLogger("lamina.evaluation.evaluate")
 
 EVALUATORS = {
     "classification": evaluate_classifier,

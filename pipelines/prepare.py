@@ -7,10 +7,10 @@ Out: outputs/<experiment>/splits/{train,val,test}.parquet
 import logging
 
 from lamina.atomic import atomic_path
-from lamina.config import load_resolved_config
+from lamina.config.compose import load_resolved_config
+from lamina.config.paths import ExperimentPaths
 from lamina.data.prepare import prepare_splits
 from lamina.entrypoint import run_stage
-from lamina.paths import ExperimentPaths
 
 logger = logging.getLogger("lamina.prepare")
 

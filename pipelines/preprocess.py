@@ -8,13 +8,13 @@ Out: outputs/<experiment>/features/{train,val,test}/ (Parquet), preprocessor.jso
 import logging
 
 from lamina.atomic import atomic_path
-from lamina.config import load_resolved_config
+from lamina.cluster.ray_runtime import init_ray
+from lamina.config.compose import load_resolved_config
+from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.paths import ExperimentPaths
-from lamina.preprocess import preprocess_splits
-from lamina.ray_runtime import init_ray
+from lamina.features.preprocess import preprocess_splits
 
-logger = logging.getLogger("lamina.preprocess")
+logger = logging.getLogger("lamina.features.preprocess")
 
 
 def preprocess(experiment: str) -> None:

@@ -1,9 +1,9 @@
 """DVC stage `register`: the trained model, preprocessing inside, into the MLflow registry.
 
 The registered model takes raw input (pixels or image files, text, a series' history, or noise
-for a GAN; see lamina/packaging.py). The new version gets the `champion` alias only if it beats
-the current champion's primary test metric by the configured margin, else `challenger`; its tags
-carry its lineage and its description is a model card (see lamina/registry.py).
+for a GAN; see lamina/serving/packaging.py). The new version gets the `champion` alias only if it
+beats the current champion's primary test metric by the configured margin, else `challenger`; its
+tags carry its lineage and its description is a model card (see lamina/serving/registry.py).
 In:  outputs/<experiment>/model/, preprocessor.json, metrics.json, run.json, splits/
 Out: outputs/<experiment>/registration.json
 """
@@ -12,12 +12,12 @@ import json
 import logging
 
 from lamina.atomic import atomic_path
+from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
 from lamina.models import load_trained_model
-from lamina.packaging import log_model_version
-from lamina.paths import ExperimentPaths
-from lamina.registry import promote_version
-from lamina.tracking import RunInfo
+from lamina.serving.packaging import log_model_version
+from lamina.serving.registry import promote_version
+from lamina.tracking.runs import RunInfo
 
 logger = logging.getLogger("lamina.register")
 

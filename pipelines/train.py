@@ -14,10 +14,15 @@ import logging
 import torch
 
 from lamina.atomic import atomic_path, atomic_write_text
-from lamina.config import dump_config, load_best_params, load_resolved_config, with_overrides
+from lamina.config.compose import (
+    dump_config,
+    load_best_params,
+    load_resolved_config,
+    with_overrides,
+)
+from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.paths import ExperimentPaths
-from lamina.preprocess import vocabulary_tokens
+from lamina.features.preprocess import vocabulary_tokens
 from lamina.training.driver import run_training
 
 logger = logging.getLogger("lamina.train")

@@ -14,9 +14,9 @@ import logging
 import yaml
 
 from lamina.atomic import atomic_path, atomic_write_text
-from lamina.config import load_resolved_config
+from lamina.config.compose import load_resolved_config
+from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.paths import ExperimentPaths
 
 logger = logging.getLogger("lamina.tune")
 
@@ -35,8 +35,8 @@ def tune(experiment: str) -> None:
         return
 
     # Ray, torch and MLflow load only when there is a search to run.
-    from lamina.plots import plot_search
-    from lamina.preprocess import vocabulary_tokens
+    from lamina.evaluation.plots import plot_search
+    from lamina.features.preprocess import vocabulary_tokens
     from lamina.tuning.search import close_search_run, forget_search, run_search
 
     outcome = run_search(config, paths, vocabulary_tokens(config, paths.preprocessor))

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lamina.config import ExperimentConfig, compose_experiment
+from lamina.config.compose import compose_experiment
+from lamina.config.schema import ExperimentConfig
 from lamina.data.image_arrays import read_image_arrays
 from lamina.data.raw_sources import build_mnist_5k
 

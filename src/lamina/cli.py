@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from lamina.entrypoint import configure_logging, exit_on_user_error
-from lamina.tracking_server import (
+from lamina.tracking.server import (
     DEFAULT_HOST,
     DEFAULT_PG_PORT,
     DEFAULT_PORT,
@@ -26,13 +26,13 @@ def _data_ensure(args: argparse.Namespace) -> None:
 
 
 def _config_show(args: argparse.Namespace) -> None:
-    from lamina.config import compose_experiment, dump_config
+    from lamina.config.compose import compose_experiment, dump_config
 
     print(dump_config(compose_experiment(args.experiment, Path(args.root) / "conf")), end="")
 
 
 def _experiments(args: argparse.Namespace) -> None:
-    from lamina.config import available_experiments
+    from lamina.config.compose import available_experiments
 
     print("\n".join(available_experiments(Path(args.root) / "conf")))
 
@@ -41,8 +41,8 @@ def _report(args: argparse.Namespace) -> None:
     """What `make run` ends with: each experiment's test metrics, its model, where to look."""
     import json
 
-    from lamina.paths import ExperimentPaths
-    from lamina.tracking import mask_uri, tracking_uri
+    from lamina.config.paths import ExperimentPaths
+    from lamina.tracking.runs import mask_uri, tracking_uri
 
     root = Path(args.root).resolve()
     for name in _experiment_names(root):
@@ -71,8 +71,8 @@ def _report(args: argparse.Namespace) -> None:
 
 def _models(args: argparse.Namespace) -> None:
     from lamina.errors import TrackingError
-    from lamina.registry import list_model_versions, registry_client
-    from lamina.tracking import mask_uri
+    from lamina.serving.registry import list_model_versions, registry_client
+    from lamina.tracking.runs import mask_uri
 
     client = registry_client(Path(args.root).resolve())
     rows = list_model_versions(client, args.name)
@@ -95,8 +95,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     from lamina.atomic import atomic_path
     from lamina.errors import LaminaError
-    from lamina.packaging import sample_generator
-    from lamina.registry import find_model_version, registry_client
+    from lamina.serving.packaging import sample_generator
+    from lamina.serving.registry import find_model_version, registry_client
 
     output = Path(args.output)
     if output.suffix.lower() not in GENERATED_FORMATS:
@@ -112,7 +112,7 @@ def _generate(args: argparse.Namespace) -> None:
         if output.suffix.lower() == ".npy":
             np.save(handle, pixels)
         else:
-            from lamina.gan_metrics import plot_sample_grid
+            from lamina.evaluation.gan_metrics import plot_sample_grid
 
             title = f"{version.name} v{version.version}, seed {args.seed}"
             plot_sample_grid(pixels[:, np.newaxis] / 127.5 - 1.0, handle, title)
@@ -127,7 +127,7 @@ def _positive_int(text: str) -> int:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from lamina.predict import predict
+    from lamina.serving.predict import predict
 
     summary = predict(args.model, Path(args.input), Path(args.output), Path(args.root))
     print(summary.line())
@@ -169,14 +169,14 @@ def _print_server(server: ServerStatus) -> None:
 
 
 def _submit(args: argparse.Namespace) -> None:
-    from lamina.jobs import submit
+    from lamina.cluster.jobs import submit
 
     command = _after_dashes(args.job_command)
     raise SystemExit(submit(args.address, command, Path(args.root), wait=not args.no_wait))
 
 
 def _with_local_ray(args: argparse.Namespace) -> None:
-    from lamina.local_cluster import run_on_one_local_ray
+    from lamina.cluster.local_ray import run_on_one_local_ray
 
     command = _after_dashes(args.stage_command)
     log_dir = Path(args.root) / ".lamina" / "local-ray"
@@ -189,7 +189,7 @@ def _after_dashes(words: list[str]) -> list[str]:
 
 
 def _jobs(args: argparse.Namespace) -> None:
-    from lamina.jobs import list_jobs
+    from lamina.cluster.jobs import list_jobs
 
     rows = list_jobs(args.address)
     if not rows:
@@ -199,13 +199,13 @@ def _jobs(args: argparse.Namespace) -> None:
 
 
 def _logs(args: argparse.Namespace) -> None:
-    from lamina.jobs import job_logs
+    from lamina.cluster.jobs import job_logs
 
     job_logs(args.address, args.job_id, follow=args.follow)
 
 
 def _stop(args: argparse.Namespace) -> None:
-    from lamina.jobs import stop_job
+    from lamina.cluster.jobs import stop_job
 
     print(f"{args.job_id}: {stop_job(args.address, args.job_id)}")
 

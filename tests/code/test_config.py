@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamina.config import CONFIG_GROUPS, available_experiments, compose_experiment, flatten_config
+from lamina.config.compose import available_experiments, compose_experiment, flatten_config
+from lamina.config.schema import CONFIG_GROUPS
 from lamina.errors import ConfigError
 from tests.conftest import CONF_DIR
 

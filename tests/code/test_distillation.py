@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from ray.data.extensions import ArrowTensorArray
 
-from lamina.config import compose_experiment, dump_config, with_overrides
+from lamina.config.compose import compose_experiment, dump_config, with_overrides
+from lamina.config.paths import ExperimentPaths
 from lamina.errors import DataError
+from lamina.features.text import Vocabulary
 from lamina.models import build_model
-from lamina.paths import ExperimentPaths
-from lamina.text import Vocabulary
 from lamina.training.distillation import (
     TEACHER_LOGITS,
     distillation_loss,

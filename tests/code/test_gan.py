@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from lamina.config import ExperimentConfig
+from lamina.config.schema import ExperimentConfig
 from lamina.errors import ConfigError
-from lamina.gan_metrics import frechet_distance, gan_test_metrics, judge_features, plot_sample_grid
+from lamina.evaluation.gan_metrics import (
+    frechet_distance,
+    gan_test_metrics,
+    judge_features,
+    plot_sample_grid,
+)
 from lamina.models.cnn import ConvNet
 from lamina.models.dcgan import Discriminator, Generator, build_gan
 from lamina.training.loop import CHECKPOINT_FILE

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lamina.data.image_parquet import write_image_split
-from lamina.images import ImageStandardizer, preprocess_image_splits, read_image_features
+from lamina.features.images import ImageStandardizer, preprocess_image_splits, read_image_features
 
 
 @pytest.fixture

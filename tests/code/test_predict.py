@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lamina.config import compose_experiment, dump_config
+from lamina.config.compose import compose_experiment, dump_config
 from lamina.errors import ConfigError, DataError, LaminaError, TrackingError
-from lamina.predict import (
+from lamina.serving.predict import (
     check_output_path,
     predict,
     read_image,
@@ -275,9 +275,9 @@ def test_images_end_to_end(local_ray, in_store, digits, tmp_path):
 
 
 def test_texts_end_to_end_in_order_across_blocks(local_ray, in_store, tmp_path, monkeypatch):
-    import lamina.predict
+    import lamina.serving.predict
 
-    monkeypatch.setattr(lamina.predict, "BLOCK_ROWS", 7)  # several blocks, both actors busy
+    monkeypatch.setattr(lamina.serving.predict, "BLOCK_ROWS", 7)  # several blocks, both actors busy
     texts = [("x" * (i % 23)) for i in range(50)]
     pd.DataFrame({"id": [f"r{i}" for i in range(50)], "text": texts}).to_csv(
         tmp_path / "t.csv", index=False

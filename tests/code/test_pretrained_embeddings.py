@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from lamina.config import ExperimentConfig, compose_experiment, with_overrides
+from lamina.config.compose import compose_experiment, with_overrides
+from lamina.config.paths import CONF_DIR
+from lamina.config.schema import ExperimentConfig
+from lamina.features.text import PAD, UNKNOWN
 from lamina.models import build_model, build_model_to_train
 from lamina.models.pretrained import glove_vectors, initialise_embeddings
-from lamina.paths import CONF_DIR
-from lamina.text import PAD, UNKNOWN
 
 TOKENS = [PAD, UNKNOWN, "good", "great", "excellent", "table", "n't", "zzqxwv-not-a-word"]
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from lamina.cli import main
-from lamina.config import RegistryConfig
+from lamina.config.schema import RegistryConfig
 from lamina.errors import TrackingError
-from lamina.registry import (
+from lamina.serving.registry import (
     MAX_DESCRIPTION_CHARS,
     beats_champion,
     headline_test_metrics,
@@ -171,7 +171,7 @@ def _register_tiny_version(root: Path, accuracy: float):
     import mlflow
     from mlflow import MlflowClient
 
-    from lamina.tracking import get_or_create_experiment, tracking_uri
+    from lamina.tracking.runs import get_or_create_experiment, tracking_uri
 
     experiment_id = get_or_create_experiment(MlflowClient(tracking_uri(root)), TINY, root)
     metrics = {"test/accuracy": accuracy, "test/loss": 1 - accuracy, "test/f1/a": 0.5}
@@ -329,10 +329,10 @@ def _logged_model(tmp_path: Path, config, network, preprocessor) -> Path:
     """`network` logged and registered by `log_model_version`, as the register stage does."""
     from mlflow import MlflowClient
 
+    from lamina.config.paths import ExperimentPaths
     from lamina.data.image_parquet import write_image_split
-    from lamina.packaging import log_model_version
-    from lamina.paths import ExperimentPaths
-    from lamina.tracking import get_or_create_experiment, tracking_uri
+    from lamina.serving.packaging import log_model_version
+    from lamina.tracking.runs import get_or_create_experiment, tracking_uri
 
     paths = ExperimentPaths(config.name, tmp_path)
     paths.splits.mkdir(parents=True)
@@ -351,8 +351,8 @@ def test_generate_writes_a_png_grid_and_uint8_arrays(tmp_path, monkeypatch, caps
     import mlflow
     from PIL import Image
 
-    from lamina.config import ExperimentConfig
-    from lamina.images import ImageStandardizer
+    from lamina.config.schema import ExperimentConfig
+    from lamina.features.images import ImageStandardizer
     from lamina.models.dcgan import build_gan
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -438,7 +438,7 @@ def image_predictions(tmp_path_factory, cnn_config):
     import torch
     from PIL import Image
 
-    from lamina.images import ImageStandardizer
+    from lamina.features.images import ImageStandardizer
     from lamina.models import build_model
     from lamina.models.raw_input import RawImageClassifier
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lamina.config import compose_experiment, with_overrides
+from lamina.config.compose import compose_experiment, with_overrides
 from lamina.data.safe_pickle import load_arrays
 from lamina.errors import DataError
-from lamina.tracking import mask_uri
+from lamina.tracking.runs import mask_uri
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 

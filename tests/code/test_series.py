@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lamina.baselines.series import regression_metrics, series_baselines
-from lamina.config import (
+from lamina.config.schema import (
     ExperimentConfig,
     ForecasterConfig,
     SeriesDataConfig,
@@ -19,9 +18,10 @@ from lamina.data.series_table import (
     write_series_split,
 )
 from lamina.errors import DataError
+from lamina.evaluation.baselines.series import regression_metrics, series_baselines
+from lamina.features.series import SeriesScaler, preprocess_series_splits, read_series_features
 from lamina.models.activations import ACTIVATIONS
 from lamina.models.forecaster import RNNForecaster
-from lamina.series import SeriesScaler, preprocess_series_splits, read_series_features
 
 
 def test_split_is_chronological_disjoint_and_complete():

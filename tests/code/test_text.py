@@ -5,11 +5,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lamina.config import ExperimentConfig
+from lamina.config.schema import ExperimentConfig
 from lamina.data.text_table import write_text_split
 from lamina.errors import DataError
-from lamina.preprocess import read_split_tables
-from lamina.text import (
+from lamina.features.preprocess import read_split_tables
+from lamina.features.text import (
     PAD,
     UNKNOWN,
     UNKNOWN_ID,

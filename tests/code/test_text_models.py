@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lamina.baselines.text import C_GRID, tfidf_logreg_baseline
+from lamina.evaluation.baselines.text import C_GRID, tfidf_logreg_baseline
 from lamina.models.activations import ACTIVATIONS
 from lamina.models.rnn import RNNClassifier
 from lamina.models.transformer import TransformerClassifier

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lamina.config import compose_experiment
+from lamina.config.compose import compose_experiment
 from lamina.errors import DataError
 from lamina.models import build_model
 from lamina.training.augment import random_affine

@@ -4,7 +4,9 @@ import pytest
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from lamina.config import ConfigError, SearchDimension, load_best_params, with_overrides
+from lamina.config.compose import load_best_params, with_overrides
+from lamina.config.schema import SearchDimension
+from lamina.errors import ConfigError
 from lamina.tuning.space import first_trials, make_scheduler, make_searcher, search_domains
 from lamina.tuning.trial import trial_config
 

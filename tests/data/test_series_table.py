@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from lamina.config import SeriesDataConfig
+from lamina.config.schema import SeriesDataConfig
 from lamina.data.series_table import CO2_FILE, build_co2, read_series
 from lamina.errors import DataError
 

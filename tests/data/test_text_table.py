@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from lamina.config import TextDataConfig
+from lamina.config.schema import TextDataConfig
 from lamina.data.text_table import (
     REVIEWS_FILE,
     build_rotten_tomatoes,

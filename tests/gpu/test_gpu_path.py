@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from lamina.config import compose_experiment
+from lamina.config.compose import compose_experiment
 from lamina.models import build_model
 from lamina.models.dcgan import build_gan
 from lamina.training import adversarial, loop

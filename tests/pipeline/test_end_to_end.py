@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lamina.config import get_dotted
+from lamina.config.schema import get_dotted
 from tests.conftest import process_group, run
 from tests.pipeline.conftest import EXPERIMENTS, SHRUNK_SEARCH, TUNED, shrink_preset
 

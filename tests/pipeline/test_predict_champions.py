@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from lamina.config import load_resolved_config
+from lamina.config.compose import load_resolved_config
 from lamina.data.image_parquet import pixels_from_arrow
 from lamina.data.series_table import split_chronological
 from tests.conftest import run

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.tracking_server import ServerStatus, start, stop
+from lamina.tracking.server import ServerStatus, start, stop
 
 
 def free_ports(count: int) -> list[int]:
@@ -28,7 +28,7 @@ def mlflow_server() -> Iterator[ServerStatus]:
     """A PostgreSQL-backed `mlflow server` in a fresh project folder, one per test module.
 
     `.uri` is its tracking URI, `.files` its state (artifacts, logs), `.files.root` the project
-    folder for `lamina.tracking_server.stop`. Not under pytest's tmp_path: as root, PostgreSQL
+    folder for `lamina.tracking.server.stop`. Not under pytest's tmp_path: as root, PostgreSQL
     runs as the `postgres` user, who cannot enter /tmp/pytest-of-root (mode 0700).
     """
     root = Path(tempfile.mkdtemp(prefix="lamina-mlflow-server-"))

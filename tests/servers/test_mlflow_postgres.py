@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from lamina.errors import TrackingError
-from lamina.tracking import check_tracking_server
-from lamina.tracking_server import start, stop
+from lamina.tracking.runs import check_tracking_server
+from lamina.tracking.server import start, stop
 from tests.conftest import venv_env
 
 MODEL_NAME = "affine"
@@ -48,9 +48,9 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from lamina.config import RegistryConfig
-from lamina.registry import promote_version
-from lamina.tracking import get_or_create_experiment, tracking_uri
+from lamina.config.schema import RegistryConfig
+from lamina.serving.registry import promote_version
+from lamina.tracking.runs import get_or_create_experiment, tracking_uri
 
 model_code, name, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 mlflow.set_tracking_uri(tracking_uri(root))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamina.local_cluster import LocalCluster
-from lamina.ray_runtime import free_local_port
+from lamina.cluster.local_ray import LocalCluster
+from lamina.cluster.ray_runtime import free_local_port
 from tests.conftest import clone_worktree, git, run
 
 pytestmark = pytest.mark.slow

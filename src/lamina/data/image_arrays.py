@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lamina.config import DataConfig
+from lamina.config.schema import DataConfig
 from lamina.errors import DataError
 
 IMAGES_FILE = "images.npy"

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from lamina.config import ExperimentConfig, ImageDataConfig, TextDataConfig
+from lamina.config.schema import ExperimentConfig, ImageDataConfig, TextDataConfig
 from lamina.data.split import split_train_val_test, stratified_subsample
 from lamina.errors import DataError
 

@@ -17,9 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lamina.config import SeriesDataConfig
+from lamina.config.schema import SeriesDataConfig
+from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError, one_line
-from lamina.parquet_files import read_parquet
 
 CO2_FILE = "co2.csv"
 # Train needs this many targets beyond its first `window` values (inputs only) to fit anything.

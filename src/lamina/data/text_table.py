@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lamina.config import TextDataConfig
+from lamina.config.schema import TextDataConfig
+from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError, one_line
-from lamina.parquet_files import read_parquet
 
 REVIEWS_FILE = "reviews.csv"
 ROTTEN_TOMATOES_LABELS = ("fresh", "rotten")

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from lamina.config import (
+from lamina.config.compose import load_resolved_config
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import (
     CNNConfig,
     ExperimentConfig,
     ForecasterConfig,
     MLPConfig,
     RNNConfig,
     TransformerConfig,
-    load_resolved_config,
 )
-from lamina.paths import ExperimentPaths
 
 
 def build_model(config: ExperimentConfig, vocab_size: int | None = None) -> nn.Module:
@@ -115,7 +115,7 @@ def load_trained_model(paths: ExperimentPaths) -> tuple[ExperimentConfig, nn.Mod
     by the vocabulary fitted on its training split."""
     import torch
 
-    from lamina.preprocess import vocabulary_size
+    from lamina.features.preprocess import vocabulary_size
 
     config = load_resolved_config(paths.trained_config)
     if config.task == "generation":

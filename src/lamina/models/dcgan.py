@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lamina.config import DCGANConfig, ExperimentConfig
+from lamina.config.schema import DCGANConfig, ExperimentConfig
 from lamina.errors import ConfigError
 from lamina.models.activations import make_activation
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lamina.config import PRETRAINED_EMBEDDING_WIDTH
+from lamina.config.schema import PRETRAINED_EMBEDDING_WIDTH
 from lamina.errors import LaminaError
-from lamina.text import PAD_ID, UNKNOWN_ID
+from lamina.features.text import PAD_ID, UNKNOWN_ID
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lamina.features.text import PAD_ID, UNKNOWN_ID
 from lamina.models.activations import make_activation
-from lamina.text import PAD_ID, UNKNOWN_ID
 
 RECURRENT_CELLS: dict[str, type[nn.LSTM | nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lamina.config import ExperimentConfig
-from lamina.gan_metrics import plot_sample_grid
+from lamina.config.schema import ExperimentConfig
+from lamina.evaluation.gan_metrics import plot_sample_grid
 from lamina.models.dcgan import build_gan
 from lamina.training.loop import (
     CHECKPOINT_FILE,

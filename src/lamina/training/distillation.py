@@ -16,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lamina.config import DistillationConfig, ExperimentConfig, load_resolved_config
+from lamina.config.compose import load_resolved_config
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import DistillationConfig, ExperimentConfig
 from lamina.errors import DataError
-from lamina.paths import ExperimentPaths
 
 if TYPE_CHECKING:
     import pyarrow as pa

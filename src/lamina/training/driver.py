@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from lamina.config import ClusterConfig, ExperimentConfig, dump_config, flatten_config
+from lamina.cluster.ray_runtime import init_ray
+from lamina.config.compose import dump_config, flatten_config
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import ClusterConfig, ExperimentConfig
+from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
-from lamina.parquet_files import read_parquet
-from lamina.paths import ExperimentPaths
-from lamina.ray_runtime import init_ray
-from lamina.tracking import (
+from lamina.tracking.runs import (
     RunInfo,
     check_tracking_server,
     dvc_data_hash,

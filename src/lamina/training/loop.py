@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lamina.config import ExperimentConfig
+from lamina.config.schema import ExperimentConfig
+from lamina.features.text import PAD_ID
 from lamina.models import build_model_to_train
-from lamina.text import PAD_ID
 from lamina.training.augment import random_affine
 from lamina.training.distillation import TEACHER_LOGITS, mixed_loss
 from lamina.training.early_stopping import EarlyStopping

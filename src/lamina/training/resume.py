@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lamina.config import ExperimentConfig
+from lamina.config.schema import ExperimentConfig
 
 logger = logging.getLogger("lamina.train")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lamina.config import ExperimentConfig
+from lamina.config.schema import ExperimentConfig
 
 
 @dataclass(frozen=True)

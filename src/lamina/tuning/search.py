@@ -22,9 +22,10 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
-from lamina.config import ExperimentConfig, TuneConfig, dump_config
+from lamina.config.compose import dump_config
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import ExperimentConfig, TuneConfig
 from lamina.errors import SearchError
-from lamina.paths import ExperimentPaths
 from lamina.training.early_stopping import best_row
 from lamina.tuning.space import make_scheduler, make_searcher, search_domains
 from lamina.tuning.trial import TrialSetup, find_trial_run, run_trial
@@ -54,8 +55,8 @@ def run_search(
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from lamina.ray_runtime import init_ray
-    from lamina.tracking import tracking_uri
+    from lamina.cluster.ray_runtime import init_ray
+    from lamina.tracking.runs import tracking_uri
     from lamina.training.driver import checkpoint_storage, load_training_data
 
     settings = config.tune
@@ -180,7 +181,7 @@ def _parent_run(config: ExperimentConfig, root: Path, state: Path) -> str:
     """The search's MLflow run: reopened when resuming, else created."""
     from mlflow.tracking import MlflowClient
 
-    from lamina.tracking import tracking_uri
+    from lamina.tracking.runs import tracking_uri
     from lamina.training.driver import open_training_run
 
     saved = state / PARENT_RUN_FILE
@@ -230,7 +231,7 @@ def close_search_run(outcome: SearchOutcome, outputs: Path, root: Path) -> None:
     """Attach the stage's trials table and plot to the search's run, and end it."""
     from mlflow.tracking import MlflowClient
 
-    from lamina.tracking import tracking_uri
+    from lamina.tracking.runs import tracking_uri
 
     client = MlflowClient(tracking_uri(root))
     client.log_artifacts(outcome.parent_run_id, str(outputs), "search")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lamina.config import ExperimentConfig, SearchDimension, TuneConfig, get_dotted
+from lamina.config.schema import ExperimentConfig, SearchDimension, TuneConfig, get_dotted
 
 
 def search_domains(space: dict[str, SearchDimension]) -> dict[str, Any]:

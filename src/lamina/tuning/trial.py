@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lamina.config import ExperimentConfig, TuneConfig, with_overrides
+from lamina.config.compose import with_overrides
+from lamina.config.schema import ExperimentConfig, TuneConfig
 
 if TYPE_CHECKING:
     from lamina.training.driver import TrainingData
@@ -48,7 +49,7 @@ def trial_run_id(config: ExperimentConfig, root: Path, parent_run_id: str, trial
     """The trial's MLflow run: found again when a resumed search continues the trial."""
     from mlflow.tracking import MlflowClient
 
-    from lamina.tracking import tracking_uri
+    from lamina.tracking.runs import tracking_uri
     from lamina.training.driver import open_training_run
 
     client = MlflowClient(tracking_uri(root))
@@ -83,7 +84,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, data: TrainingData) -> 
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from lamina.ray_runtime import configure_ray_data
+    from lamina.cluster.ray_runtime import configure_ray_data
     from lamina.training.driver import build_trainer
 
     configure_ray_data(progress_bars=False)  # many trials share one log

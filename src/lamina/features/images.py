@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lamina.config import ExperimentConfig
+from lamina.cluster.ray_runtime import write_parquet
+from lamina.config.schema import ExperimentConfig
 from lamina.data.image_parquet import pixels_from_arrow
+from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
-from lamina.parquet_files import read_parquet
-from lamina.ray_runtime import write_parquet
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def preprocess_image_splits(
     config: ExperimentConfig, splits_dir: Path, features_dir: Path
 ) -> ImageStandardizer:
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` for every split."""
-    from lamina.preprocess import read_split_datasets
+    from lamina.features.preprocess import read_split_datasets
 
     datasets = read_split_datasets(splits_dir)
     standardizer = fit_image_standardizer(datasets["train"], config)

@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lamina.config import ExperimentConfig
-from lamina.paths import ExperimentPaths
-from lamina.plots import plot_confusion_matrix, plot_forecast, plot_training_curves
-from lamina.preprocess import read_features
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import ExperimentConfig
+from lamina.evaluation.plots import plot_confusion_matrix, plot_forecast, plot_training_curves
+from lamina.features.preprocess import read_features
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def evaluate_classifier(
 
 def _text_baseline(paths: ExperimentPaths, seed: int) -> dict[str, float]:
     """TF-IDF + logistic regression, C tuned on validation, scored on the same test split."""
-    from lamina.baselines.text import tfidf_logreg_baseline
     from lamina.data.text_table import read_text_split
+    from lamina.evaluation.baselines.text import tfidf_logreg_baseline
 
     splits = {
         name: read_text_split(paths.splits / f"{name}.parquet") for name in ("train", "val", "test")
@@ -95,9 +95,9 @@ def evaluate_forecaster(
     config: ExperimentConfig, model: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
 ) -> Evaluation:
     """MAE and RMSE in the series' own units, beside the naive, seasonal and AR baselines."""
-    from lamina.baselines.series import regression_metrics, series_baselines
     from lamina.data.series_table import read_series_split
-    from lamina.series import SeriesScaler, read_series_features
+    from lamina.evaluation.baselines.series import regression_metrics, series_baselines
+    from lamina.features.series import SeriesScaler, read_series_features
 
     scaler = SeriesScaler.load(paths.preprocessor)
     windows, targets, test_index = read_series_features(paths.features / "test")
@@ -126,10 +126,10 @@ def evaluate_generator(
 ) -> Evaluation:
     """Score generated digits with the trained judge classifier (FID, class coverage)."""
     from lamina.data.image_parquet import pixels_from_arrow
-    from lamina.gan_metrics import gan_test_metrics, judge_features, plot_sample_grid
-    from lamina.images import ImageStandardizer
+    from lamina.data.parquet_files import read_parquet
+    from lamina.evaluation.gan_metrics import gan_test_metrics, judge_features, plot_sample_grid
+    from lamina.features.images import ImageStandardizer
     from lamina.models import load_trained_model
-    from lamina.parquet_files import read_parquet
 
     judge_paths = ExperimentPaths(config.model.judge_experiment, paths.root)
     judge_config, judge = load_trained_model(judge_paths)

@@ -152,8 +152,8 @@ def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lamina.registry import find_model_version, model_uri
-    from lamina.tracking import tracking_uri
+    from lamina.serving.registry import find_model_version, model_uri
+    from lamina.tracking.runs import tracking_uri
 
     asked = model_uri(model_spec)
     tracking = check_store(tracking_uri(root))
@@ -173,7 +173,7 @@ def check_store(uri: str) -> str:
     A SQLite file that does not exist is an error, not an empty store created in passing; a
     tracking server must answer within seconds.
     """
-    from lamina.tracking import check_tracking_server
+    from lamina.tracking.runs import check_tracking_server
 
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///")).resolve()
@@ -324,7 +324,7 @@ def series_settings(model: RegisteredModel) -> tuple[str, str, int]:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from lamina.config import load_resolved_config
+    from lamina.config.compose import load_resolved_config
 
     with tempfile.TemporaryDirectory(prefix="lamina-predict-") as scratch:
         try:
@@ -344,7 +344,7 @@ def read_series_origins(
     path: Path, time_column: str, value_column: str, window: int
 ) -> PredictInput:
     """Every time step with a full window of history up to it, and the whole series."""
-    from lamina.config import SeriesDataConfig
+    from lamina.config.schema import SeriesDataConfig
     from lamina.data.series_table import read_series
 
     if path.suffix.lower() != ".csv" or not path.is_file():
@@ -443,8 +443,8 @@ def _ray_session() -> Iterator[None]:
     """Ray as every Lamina command starts it; shut down after only if this call started it."""
     import ray
 
-    from lamina.config import ClusterConfig
-    from lamina.ray_runtime import configure_ray_data, init_ray
+    from lamina.cluster.ray_runtime import configure_ray_data, init_ray
+    from lamina.config.schema import ClusterConfig
 
     started_here = not ray.is_initialized()
     with _quiet_ray_logs():

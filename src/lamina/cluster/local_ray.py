@@ -25,8 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina.cluster.ray_runtime import ONE_MACHINE_RAY_ENV, free_local_port
 from lamina.errors import LaminaError
-from lamina.ray_runtime import ONE_MACHINE_RAY_ENV, free_local_port
 
 HOST = "127.0.0.1"
 

@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from lamina.config import ClusterConfig
+from lamina.config.schema import ClusterConfig
 from lamina.errors import LaminaError
 
 logger = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lamina.config import ExperimentConfig, VocabularyConfig
+from lamina.cluster.ray_runtime import write_parquet
+from lamina.config.schema import ExperimentConfig, VocabularyConfig
+from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
-from lamina.parquet_files import read_parquet
-from lamina.ray_runtime import write_parquet
 
 PAD, UNKNOWN = "<pad>", "<unk>"
 PAD_ID, UNKNOWN_ID = 0, 1
@@ -162,7 +162,7 @@ def preprocess_text_splits(
     config: ExperimentConfig, splits_dir: Path, features_dir: Path
 ) -> Vocabulary:
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` for every split."""
-    from lamina.preprocess import read_split_datasets
+    from lamina.features.preprocess import read_split_datasets
 
     datasets = read_split_datasets(splits_dir)
     vocabulary = fit_vocabulary(datasets["train"], config.preprocess)

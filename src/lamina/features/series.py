@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lamina.config import ExperimentConfig
+from lamina.cluster.ray_runtime import write_parquet
+from lamina.config.schema import ExperimentConfig
+from lamina.data.parquet_files import read_parquet
 from lamina.data.split import SPLIT_NAMES
 from lamina.errors import DataError
-from lamina.parquet_files import read_parquet
-from lamina.ray_runtime import write_parquet
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def preprocess_series_splits(
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` windows for each split."""
     import ray.data
 
-    from lamina.preprocess import read_split_tables
+    from lamina.features.preprocess import read_split_tables
 
     window, horizon = config.preprocess.window, config.preprocess.horizon
     # Ray's workers do not share the driver's working directory: hand them absolute paths.

@@ -19,11 +19,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lamina.config import RegistryConfig
+from lamina.config.schema import RegistryConfig
 from lamina.errors import TrackingError
-from lamina.tracking import check_tracking_server, dvc_data_hash, git_commit, mask_uri, tracking_uri
+from lamina.tracking.runs import (
+    check_tracking_server,
+    dvc_data_hash,
+    git_commit,
+    mask_uri,
+    tracking_uri,
+)
 
-logger = logging.getLogger("lamina.registry")
+logger = logging.getLogger("lamina.serving.registry")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

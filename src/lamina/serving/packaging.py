@@ -20,8 +20,9 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import nn
 
-from lamina.config import ExperimentConfig, dump_config, load_resolved_config
-from lamina.paths import ExperimentPaths
+from lamina.config.compose import dump_config, load_resolved_config
+from lamina.config.paths import ExperimentPaths
+from lamina.config.schema import ExperimentConfig
 
 MODEL_NAME_IN_RUN = "model"
 IMAGE_COLUMN = "image"
@@ -61,7 +62,7 @@ def log_model_version(
 
 
 def _uri(paths: ExperimentPaths) -> str:
-    from lamina.tracking import tracking_uri
+    from lamina.tracking.runs import tracking_uri
 
     return tracking_uri(paths.root.resolve())
 
@@ -137,7 +138,7 @@ def _pyfunc_example(config: ExperimentConfig, paths: ExperimentPaths) -> pd.Data
     """A few rows of the test split, raw: exactly what a user of the registered model sends."""
     if config.data.kind == "images":
         from lamina.data.image_parquet import pixels_from_arrow
-        from lamina.parquet_files import read_parquet
+        from lamina.data.parquet_files import read_parquet
 
         test = read_parquet(paths.splits / "test.parquet", written_by="prepare").slice(0, 4)
         pixels = pixels_from_arrow(test.column("image"), config.data.image_shape)
@@ -157,8 +158,8 @@ class _ArtifactModel:
     """Loads weights, config and preprocessor from the artifacts MLflow hands back."""
 
     def load(self, artifacts: dict[str, str]) -> None:
+        from lamina.features.preprocess import load_preprocessor
         from lamina.models import build_model
-        from lamina.preprocess import load_preprocessor
 
         self.config = load_resolved_config(Path(artifacts["config"]))
         self.preprocessor = load_preprocessor(self.config, Path(artifacts["preprocessor"]))

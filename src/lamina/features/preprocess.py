@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from lamina.config import ExperimentConfig
-from lamina.parquet_files import read_parquet
+from lamina.config.schema import ExperimentConfig
+from lamina.data.parquet_files import read_parquet
 
 
 def read_split_tables(splits_dir: Path) -> dict[str, Any]:
@@ -44,14 +44,14 @@ def preprocess_splits(config: ExperimentConfig, splits_dir: Path, features_dir: 
     """Write `features_dir/{train,val,test}/` (Parquet) and return the fitted preprocessor."""
     kind = config.data.kind
     if kind == "images":
-        from lamina.images import preprocess_image_splits
+        from lamina.features.images import preprocess_image_splits
 
         return preprocess_image_splits(config, splits_dir, features_dir)
     if kind == "text":
-        from lamina.text import preprocess_text_splits
+        from lamina.features.text import preprocess_text_splits
 
         return preprocess_text_splits(config, splits_dir, features_dir)
-    from lamina.series import preprocess_series_splits
+    from lamina.features.series import preprocess_series_splits
 
     return preprocess_series_splits(config, splits_dir, features_dir)
 
@@ -63,14 +63,14 @@ def load_preprocessor(config: ExperimentConfig, path: Path) -> Any:
         raise DataError(f"{path}: fitted preprocessor not found; run the `preprocess` stage")
     kind = config.data.kind
     if kind == "images":
-        from lamina.images import ImageStandardizer
+        from lamina.features.images import ImageStandardizer
 
         return ImageStandardizer.load(path)
     if kind == "text":
-        from lamina.text import Vocabulary
+        from lamina.features.text import Vocabulary
 
         return Vocabulary.load(path)
-    from lamina.series import SeriesScaler
+    from lamina.features.series import SeriesScaler
 
     return SeriesScaler.load(path)
 
@@ -92,14 +92,14 @@ def read_features(config: ExperimentConfig, folder: Path) -> tuple[np.ndarray, n
     """(model inputs, targets) of one preprocessed split, as numpy arrays."""
     kind = config.data.kind
     if kind == "images":
-        from lamina.images import read_image_features
+        from lamina.features.images import read_image_features
 
         return read_image_features(folder)
     if kind == "text":
-        from lamina.text import read_text_features
+        from lamina.features.text import read_text_features
 
         return read_text_features(folder)
-    from lamina.series import read_series_features
+    from lamina.features.series import read_series_features
 
     windows, targets, _ = read_series_features(folder)
     return windows, targets

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from lamina.errors import LaminaError
-from lamina.tracking import mask_uri
+from lamina.tracking.runs import mask_uri
 
 logger = logging.getLogger(__name__)
 
