@@ -1,25 +1,23 @@
 # Lamina: two commands on a fresh machine with Python 3.11.
 #   make run    install, make data/ match data.dvc, run every experiment with `dvc repro`
 #               (its stages join one local Ray, up while it runs: `lamina with-local-ray`)
-#   make test   install, run the whole test suite
+#   make test   install, run the whole test suite (`make test-fast`: all but the slow tier)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
 # Stage commands in dvc.yaml call `python`, `dvc` and `lamina`: the venv's, not the system's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install system-packages run test lint bench bench-real-data ui mlflow-server clean
+.PHONY: install system-packages run test test-fast lint bench bench-real-data ui mlflow-server clean
 
 install: $(VENV)/.installed
 
-# uv installs the locked set in 12 s (no bytecode) where pip takes 94 (2 cores, empty caches, 195
-# packages). torch==2.13.0 is pinned in requirements.lock; its CPU build lies in the folder
-# pip's configuration names as find-links, which uv does not read: hand it over.
+# uv, because it installs the locked set several times faster than pip (docs/benchmarks.md).
+# torch==2.13.0 is pinned in requirements.lock; its CPU build lies in the folder pip's
+# configuration names as find-links, which uv does not read: hand it over.
 # --compile-bytecode: unlike pip, uv leaves the .pyc files to the first import, and where
-# PYTHONDONTWRITEBYTECODE is set (this machine, many CI images) no import ever writes them:
-# every stage and every Ray worker process then compiles torch, Ray and MLflow from source
-# (importing them: 10.1 s against 4.5 compiled). Compiling once adds 27 s to the install and
-# took `make run` from 22.2 min to 14.4.
+# PYTHONDONTWRITEBYTECODE is set (many CI images) no import ever writes them: every stage and
+# every Ray worker process would compile torch, Ray and MLflow from source.
 UV := $(BIN)/uv
 FIND_LINKS = $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 UV_INSTALL = $(UV) pip install --quiet --compile-bytecode --python $(BIN)/python \
@@ -57,6 +55,10 @@ system-packages:
 
 test: install system-packages
 	python -m pytest
+
+# For development: everything but the end-to-end runs through real Ray, MLflow and DVC.
+test-fast: install system-packages
+	python -m pytest -m "not slow"
 
 lint: install
 	ruff check src pipelines tests bench

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lamina.config.compose import compose_experiment  # noqa: E402
 from lamina.models import build_model  # noqa: E402
-from lamina.training.loop import autocast, make_optimizer  # noqa: E402
+from lamina.training.loop import make_optimizer  # noqa: E402
+from lamina.training.scaffold import autocast  # noqa: E402
 from lamina.training.tasks import supervised_task  # noqa: E402
 
 VOCAB_SIZE = 20_000

@@ -11,7 +11,7 @@ What runs, in this order, in one process (nothing else should be busy on the mac
 3. Pure data iteration, no model: one epoch of batches from Ray Data's `iter_torch_batches`
    against slicing / gathering the in-memory tensor and against a `DataLoader`.
 4. Ray Train: a `TorchTrainer` with one worker holding 1 CPU (the second logical CPU stays free
-   for Ray Data, or training hangs: see DESIGN.md), fed through
+   for Ray Data, or training hangs: see docs/cluster-and-servers.md), fed through
    `get_dataset_shard("train").iter_torch_batches(...)` with the local shuffle buffer that
    `lamina.training.loop` uses. The worker times each epoch and sends it with `ray.train.report`.
 5. Ray Train again, the worker training on the in-memory tensors exactly as the plain loop does

@@ -40,7 +40,7 @@ def train_throughput(experiment: str, workers: int, epochs: int, cluster) -> dic
 
     from lamina.config.compose import compose_experiment
     from lamina.config.paths import ExperimentPaths
-    from lamina.features.preprocess import vocabulary_tokens
+    from lamina.features import kind_for
     from lamina.training.driver import run_training
 
     config = compose_experiment(experiment, ROOT / "conf")
@@ -53,7 +53,7 @@ def train_throughput(experiment: str, workers: int, epochs: int, cluster) -> dic
     paths = ExperimentPaths(experiment, ROOT)
     if not (paths.features / "train").is_dir():
         raise SystemExit(f"{paths.features}: no features; run `make run` (or dvc repro) first")
-    vocabulary = vocabulary_tokens(config, paths.preprocessor)
+    vocabulary = kind_for(config).vocabulary(paths.preprocessor)
 
     started = time.perf_counter()
     outcome = run_training(config, paths, vocabulary)

@@ -9,7 +9,7 @@ What runs, in one local Ray (2 logical CPUs; nothing else should be busy on the 
 `--repeats` times each, alternating, a `TorchTrainer` fit of 2 workers at 0.5 CPU each, as
 `conf/cluster/local.yaml` has them, over the same in-memory table (`--rows` rows shaped like
 `lstm-sentiment`'s features: 64 token ids and a label). The workers only iterate their shard
-(`lamina.training.loop.training_shard`, the loop's own call), `--epochs` times, in batches of
+(`lamina.training.scaffold.training_shard`, the loops' own call), `--epochs` times, in batches of
 64: no model, so the times are the data feeding's alone.
 
 How to read the results:
@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from lamina.cluster.ray_runtime import ONE_MACHINE_RAY_ENV
 from lamina.training.driver import TrainingData
-from lamina.training.loop import training_shard
+from lamina.training.scaffold import training_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "train_sharding.json"
@@ -61,7 +61,7 @@ def iterate_shard(loop_config: dict) -> None:
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    shard = training_shard(loop_config, rank)
+    shard = training_shard(loop_config["train_split_by_ray"], rank)
     first_batch, epoch_times = [], []
     for _epoch in range(loop_config["epochs"]):
         started = time.perf_counter()

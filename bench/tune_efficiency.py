@@ -42,7 +42,7 @@ import yaml
 from lamina.config.compose import load_resolved_config, with_overrides
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ExperimentConfig
-from lamina.features.preprocess import vocabulary_tokens
+from lamina.features import kind_for
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "tune_efficiency.json"
@@ -85,7 +85,7 @@ def main() -> None:
         shutil.copytree(source.features, paths.features)
         shutil.copy(source.preprocessor, paths.preprocessor)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-        vocab = vocabulary_tokens(config, paths.preprocessor)
+        vocab = kind_for(config).vocabulary(paths.preprocessor)
 
         runs = {}
         for scheduler in ("asha", "fifo"):

@@ -14,26 +14,25 @@ import logging
 from lamina.atomic import atomic_path, atomic_write_text
 from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.evaluation.evaluate import evaluate_classifier, evaluate_forecaster, evaluate_generator
+from lamina.evaluation.evaluate import evaluate_generator
+from lamina.features import kind_for
 from lamina.models import load_trained_model
 from lamina.tracking.runs import RunInfo, log_evaluation
 
 logger = logging.getLogger("lamina.evaluation.evaluate")
-
-EVALUATORS = {
-    "classification": evaluate_classifier,
-    "regression": evaluate_forecaster,
-    "generation": evaluate_generator,
-}
 
 
 def evaluate(experiment: str) -> None:
     paths = ExperimentPaths(experiment)
     config, model = load_trained_model(paths)
     run = RunInfo.load(paths.run_info)
+    # A GAN's generator is scored by its judge; every other model by its kind of data.
+    evaluate_model = (
+        evaluate_generator if config.task == "generation" else kind_for(config).evaluate
+    )
     with atomic_path(paths.plots) as staging:
         staging.mkdir()
-        evaluation = EVALUATORS[config.task](config, model, paths, staging)
+        evaluation = evaluate_model(config, model, paths, staging)
     atomic_write_text(paths.predictions, evaluation.predictions.to_csv(index=False))
     atomic_write_text(paths.metrics, json.dumps(evaluation.metrics, indent=2) + "\n")
     log_evaluation(run.run_id, evaluation.metrics, [paths.plots, paths.predictions, paths.history])

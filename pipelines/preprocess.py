@@ -12,9 +12,9 @@ from lamina.cluster.ray_runtime import init_ray
 from lamina.config.compose import load_resolved_config
 from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.features.preprocess import preprocess_splits
+from lamina.features import kind_for
 
-logger = logging.getLogger("lamina.features.preprocess")
+logger = logging.getLogger("lamina.preprocess")
 
 
 def preprocess(experiment: str) -> None:
@@ -22,7 +22,7 @@ def preprocess(experiment: str) -> None:
     config = load_resolved_config(paths.config)
     init_ray(config.cluster)
     with atomic_path(paths.features) as staging:
-        fitted = preprocess_splits(config, paths.splits, staging.resolve())
+        fitted = kind_for(config).preprocess_splits(config, paths.splits, staging.resolve())
     with atomic_path(paths.preprocessor) as staging:
         fitted.save(staging)
     logger.info("fitted %s on the training split", type(fitted).__name__)

@@ -29,11 +29,10 @@ def register(experiment: str) -> None:
     metrics = json.loads(paths.metrics.read_text())
     version = log_model_version(config, paths, model, run.run_id)
     registration = promote_version(
-        config.name,
+        config,
         version,
         run.run_id,
         metrics,
-        config.registry,
         paths.root.resolve(),
         split_sizes=_split_sizes(paths),
     )

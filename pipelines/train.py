@@ -22,7 +22,7 @@ from lamina.config.compose import (
 )
 from lamina.config.paths import ExperimentPaths
 from lamina.entrypoint import run_stage
-from lamina.features.preprocess import vocabulary_tokens
+from lamina.features import kind_for
 from lamina.training.driver import run_training
 
 logger = logging.getLogger("lamina.train")
@@ -35,7 +35,7 @@ def train(experiment: str) -> None:
     if tuned:
         logger.info("training with the search's best params: %s", tuned)
         config = with_overrides(config, tuned)
-    outcome = run_training(config, paths, vocabulary_tokens(config, paths.preprocessor))
+    outcome = run_training(config, paths, kind_for(config).vocabulary(paths.preprocessor))
 
     with atomic_path(paths.model_dir) as staging:
         staging.mkdir()

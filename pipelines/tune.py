@@ -36,10 +36,10 @@ def tune(experiment: str) -> None:
 
     # Ray, torch and MLflow load only when there is a search to run.
     from lamina.evaluation.plots import plot_search
-    from lamina.features.preprocess import vocabulary_tokens
+    from lamina.features import kind_for
     from lamina.tuning.search import close_search_run, forget_search, run_search
 
-    outcome = run_search(config, paths, vocabulary_tokens(config, paths.preprocessor))
+    outcome = run_search(config, paths, kind_for(config).vocabulary(paths.preprocessor))
     monitor = config.train.early_stopping.monitor
     with atomic_path(paths.tune_dir) as staging:
         staging.mkdir()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lamina.config.compose import compose_experiment
 from lamina.config.schema import ExperimentConfig
@@ -24,6 +25,13 @@ from lamina.data.raw_sources import build_mnist_5k
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+
+
+def pipeline_vars() -> dict:
+    """`dvc.yaml`'s vars (`experiments` with their kind of data, `supervised`, `generative`):
+    tests read the experiment list here instead of keeping a copy that drifts."""
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    return {key: value for entry in dvc["vars"] for key, value in entry.items()}
 
 
 class TensorBatches:

@@ -39,8 +39,8 @@ def exit_on_user_error(main: Callable[[], None], program: str) -> None:
         sys.exit(EXIT_INTERRUPTED)
     finally:
         # At exit the interpreter collects garbage over every object torch, Ray and MLflow
-        # made, for memory the OS takes back anyway: 1.6 s per stage on 2 cores, 0.3 s with
-        # those objects frozen (bench/stage_exit.py). Exit handlers and finalizers still run.
+        # made, for memory the OS takes back anyway; frozen, exit takes a fraction of the time
+        # (bench/stage_exit.py). Exit handlers and finalizers still run.
         gc.freeze()
 
 

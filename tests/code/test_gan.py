@@ -16,7 +16,9 @@ from lamina.evaluation.gan_metrics import (
 )
 from lamina.models.cnn import ConvNet
 from lamina.models.dcgan import Discriminator, Generator, build_gan
-from lamina.training.loop import CHECKPOINT_FILE
+from lamina.tracking.training_runs import TrackedRun
+from lamina.training.context import TrainingRunContext
+from lamina.training.scaffold import CHECKPOINT_FILE
 
 
 def gan_config(**train: object) -> ExperimentConfig:
@@ -152,13 +154,10 @@ def test_gan_trains_under_ray_train_with_checkpoint_and_mlflow_run(local_ray, tm
     images = rng.uniform(-1, 1, size=(200, 1, 28, 28)).astype(np.float32)
     dataset = ray.data.from_items([{"image": image, "label": 0} for image in images])
 
+    context = TrainingRunContext(gan_config(), TrackedRun(uri, run_id))
     trainer = TorchTrainer(
         train_gan_per_worker,
-        train_loop_config={
-            "experiment": gan_config().model_dump(mode="json"),
-            "mlflow_run_id": run_id,
-            "tracking_uri": uri,
-        },
+        train_loop_config=context.as_loop_config(),
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(
             name=f"gan-test-{uuid.uuid4().hex[:8]}", storage_path=str(tmp_path / "ray")

@@ -13,15 +13,10 @@ from PIL import Image
 
 from lamina.config.compose import compose_experiment, dump_config
 from lamina.errors import ConfigError, DataError, LaminaError, TrackingError
-from lamina.serving.predict import (
-    check_output_path,
-    predict,
-    read_image,
-    read_image_folder,
-    read_series_origins,
-    read_texts,
-    resolve_model,
-)
+from lamina.features.image_serving import read_image, read_image_folder
+from lamina.features.series_serving import read_series_origins
+from lamina.features.text_serving import read_texts
+from lamina.serving.predict import check_output_path, predict, resolve_model
 from tests.conftest import CONF_DIR, REPO_ROOT, run
 
 WINDOW = 4  # the tiny forecaster's

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from lamina.cli import main
-from lamina.config.schema import RegistryConfig
+from lamina.config.schema import ExperimentConfig, RegistryConfig
 from lamina.errors import TrackingError
 from lamina.serving.registry import (
     MAX_DESCRIPTION_CHARS,
@@ -83,24 +83,25 @@ def test_headline_metrics_are_the_primary_and_every_test_metric_but_per_class():
     assert list(headline_test_metrics({"val/loss": 1.0}, "val/loss")) == ["val/loss"]
 
 
+CARD_CONFIG = ExperimentConfig.model_validate(
+    {
+        "name": "cnn-mnist",
+        "data": {
+            "kind": "images",
+            "path": "data/mnist",
+            "image_shape": [28, 28],
+            "class_names": ["0", "1"],
+        },
+        "preprocess": {"kind": "standardize"},
+        "model": {"kind": "cnn", "channels": [32, 64]},
+        "train": {"lr": 0.001, "epochs": 12},
+        "cluster": {"num_workers": 2},
+    }
+)
 CARD_FACTS = {
-    "model_name": "cnn-mnist",
+    "config": CARD_CONFIG,
     "version": 3,
     "run_id": "abc123",
-    "params": {
-        "data.kind": "images",
-        "data.path": "data/mnist",
-        "data.class_names": "['0', '1']",
-        "data.image_shape": "[28, 28]",
-        "data.max_samples": "None",
-        "model.kind": "cnn",
-        "model.channels": "[32, 64]",
-        "preprocess.kind": "standardize",
-        "train.lr": "0.001",
-        "train.epochs": "12",
-        "cluster.num_workers": "2",
-        "split.seed": "0",
-    },
     "metrics": {"test/accuracy": 0.98765, "test/loss": 0.04},
     "decision": "champion: test/accuracy 0.9877 vs champion 0.9800 (margin 0.0)",
     "plots": ["evaluation/plots/confusion_matrix.png"],
@@ -124,6 +125,7 @@ def test_model_card_says_what_how_how_well_and_how_to_get_back():
         "`model.channels=[32, 64]`",
         "`preprocess.kind=standardize`",
         "`train.lr=0.001`",
+        "`train.epochs=12`",
         "test/accuracy = 0.9877",
         "test/loss = 0.0400",
         CARD_FACTS["decision"],
@@ -143,9 +145,10 @@ def test_model_card_of_a_dirty_or_unknown_commit_and_its_length_limit():
     assert "Tracked files differed" in dirty and f"git checkout {'b' * 40} &&" in dirty
     unknown = model_card(**{**CARD_FACTS, "commit": "unknown", "split_sizes": None})
     assert "git checkout" not in unknown and "split " not in unknown
-    many = {f"model.layer_{index}": "x" * 40 for index in range(300)}
-    huge = model_card(**{**CARD_FACTS, "params": many})
-    assert len(huge) <= MAX_DESCRIPTION_CHARS
+    many_classes = [f"class-{index:04d}" for index in range(600)]
+    data = CARD_CONFIG.data.model_copy(update={"class_names": many_classes})
+    huge = model_card(**{**CARD_FACTS, "config": CARD_CONFIG.model_copy(update={"data": data})})
+    assert len(huge) <= MAX_DESCRIPTION_CHARS and huge.endswith("…\n")
 
 
 # --- promotion against a real SQLite store -------------------------------------------------
@@ -164,10 +167,11 @@ mlflow.models.set_model(Doubler())
 """
 TINY = "tiny"
 RULE = RegistryConfig(primary_metric="test/accuracy", promotion_margin=0.01)
+TINY_CONFIG = CARD_CONFIG.model_copy(update={"name": TINY, "registry": RULE})
 
 
 def _register_tiny_version(root: Path, accuracy: float):
-    """A run with params, test metrics and a plot, its tiny pyfunc registered; then the gate."""
+    """A run with test metrics and a plot, its tiny pyfunc registered; then the gate."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -176,7 +180,6 @@ def _register_tiny_version(root: Path, accuracy: float):
     experiment_id = get_or_create_experiment(MlflowClient(tracking_uri(root)), TINY, root)
     metrics = {"test/accuracy": accuracy, "test/loss": 1 - accuracy, "test/f1/a": 0.5}
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params({"data.kind": "table", "data.path": "data/tiny", "model.kind": "x2"})
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(root / "confusion_matrix.png"), "evaluation/plots")
         info = mlflow.pyfunc.log_model(
@@ -187,7 +190,7 @@ def _register_tiny_version(root: Path, accuracy: float):
             pip_requirements=[f"mlflow=={mlflow.__version__}"],
         )
     version = int(info.registered_model_version)
-    return promote_version(TINY, version, run.info.run_id, metrics, RULE, root, split_sizes=None)
+    return promote_version(TINY_CONFIG, version, run.info.run_id, metrics, root, split_sizes=None)
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +252,7 @@ def test_every_version_carries_its_lineage_and_a_model_card(registry_root):
     assert card.startswith(f"### {TINY} v3")
     assert registrations[2].decision in card
     assert f"`runs:/{version.run_id}/evaluation/plots/confusion_matrix.png`" in card
-    assert "table from `data/tiny`" in card and "`model.kind=x2`" in card
+    assert "images from `data/mnist`" in card and "`model.kind=cnn`" in card
 
 
 def test_lamina_models_lists_versions_newest_first_with_aliases(registry_root, capsys):

@@ -99,7 +99,7 @@ def test_mask_uri_hides_passwords_only(uri, masked):
 def test_a_password_in_the_config_never_reaches_an_mlflow_param(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from lamina.training.driver import open_training_run
+    from lamina.tracking.training_runs import open_training_run
 
     config = with_overrides(
         compose_experiment("mlp-mnist", CONF_DIR),

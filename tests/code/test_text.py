@@ -8,7 +8,7 @@ import pytest
 from lamina.config.schema import ExperimentConfig
 from lamina.data.text_table import write_text_split
 from lamina.errors import DataError
-from lamina.features.preprocess import read_split_tables
+from lamina.features.splits import read_split_tables
 from lamina.features.text import (
     PAD,
     UNKNOWN,

@@ -17,7 +17,8 @@ from lamina.models import build_model
 from lamina.training.augment import random_affine
 from lamina.training.driver import TrainingData, read_feature_files
 from lamina.training.early_stopping import EarlyStopping
-from lamina.training.loop import _validate, length_buckets, train_dataset_name
+from lamina.training.loop import _validate, length_buckets
+from lamina.training.scaffold import train_dataset_name
 from lamina.training.tasks import supervised_task
 from tests.conftest import CONF_DIR, TensorBatches
 

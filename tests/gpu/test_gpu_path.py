@@ -21,7 +21,7 @@ from lamina.models.dcgan import build_gan
 from lamina.training import adversarial, loop
 from lamina.training.distillation import TEACHER_LOGITS
 from lamina.training.tasks import supervised_task
-from tests.conftest import CONF_DIR, TensorBatches
+from tests.conftest import CONF_DIR, TensorBatches, pipeline_vars
 
 pytestmark = [
     pytest.mark.gpu,
@@ -73,9 +73,7 @@ def _features(name: str, rows: int = 256) -> dict[str, torch.Tensor]:
     return {"window": windows, "target": targets}
 
 
-@pytest.mark.parametrize(
-    "name", ["cnn-mnist", "mlp-mnist", "lstm-sentiment", "transformer-sentiment", "gru-co2"]
-)
+@pytest.mark.parametrize("name", pipeline_vars()["supervised"])
 def test_supervised_epochs_learn_under_bf16_ddp(nccl_group, name):
     config = gpu_config(name)
     device = torch.device("cuda", 0)

@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import clone_worktree, git, run
+from lamina.config.compose import compose_experiment
+from tests.conftest import CONF_DIR, clone_worktree, git, pipeline_vars, run
 
-EXPERIMENTS = {  # name -> task
-    "cnn-mnist": "classification",
-    "mlp-mnist": "classification",
-    "lstm-sentiment": "classification",
-    "transformer-sentiment": "classification",
-    "gru-co2": "regression",
-    "gan-mnist": "generation",
+# name -> task, for every experiment dvc.yaml runs
+EXPERIMENTS = {
+    name: compose_experiment(name, CONF_DIR).task for name in pipeline_vars()["experiments"]
 }
 
 

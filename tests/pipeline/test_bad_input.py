@@ -1,7 +1,7 @@
 """Bad input, stage by stage: one readable line, exit code 2, and nothing DVC could accept.
 
-`CASES` is the table (the README lists it): each case breaks one thing in a workspace (a raw
-file, a preset, the environment), runs the stage that reads it as DVC would
+`CASES` is the table (docs/reliability.md lists it): each case breaks one thing in a workspace
+(a raw file, a preset, the environment), runs the stage that reads it as DVC would
 (`python pipelines/<stage>.py NAME`) and expects, on stderr, exactly one line without a
 traceback that holds the given fragments (the file, key or URI, and what to do), exit code 2,
 and no output of that stage, not even a temporary one.
@@ -305,7 +305,7 @@ def test_the_table_covers_every_kind_of_bad_input():
     assert len(CASES) >= 20
 
 
-def test_the_readme_lists_every_case():
-    readme = (REPO_ROOT / "README.md").read_text()
-    missing = [case_id for case_id in CASES if f"| {case_id} |" not in readme]
-    assert not missing, f"README.md's Errors table lacks: {missing}"
+def test_the_docs_list_every_case():
+    page = (REPO_ROOT / "docs" / "reliability.md").read_text()
+    missing = [case_id for case_id in CASES if f"| {case_id} |" not in page]
+    assert not missing, f"docs/reliability.md's bad-input table lacks: {missing}"

@@ -87,7 +87,13 @@ def test_metrics_file_has_the_fixed_keys(clone, first_repro, name):
     if name == "gru-co2":
         assert 0 < metrics["baseline/linear_ar_mae"] < metrics["baseline/seasonal_naive_mae"]
     if name == "gan-mnist":
-        assert metrics["test/fid"] > 0 and 0 <= metrics["test/min_class_share"] <= 0.1
+        # One epoch on 800 digits is 13 generator steps: the samples stay close to an untrained
+        # generator's, which the judge files under a few classes (min share 0.0 in four seeds of
+        # this shrunk run), so coverage is judged on full runs (docs/benchmarks.md). Here: the
+        # share counts whole samples of the 1,000 scored, and the judge is not at chance.
+        scored_samples = metrics["test/min_class_share"] * 1000
+        assert metrics["test/fid"] > 0 and scored_samples == pytest.approx(round(scored_samples))
+        assert 0.1 < metrics["test/mean_confidence"] <= 1
 
 
 def test_dvc_metrics_show_lists_every_experiment(clone, first_repro):
@@ -272,6 +278,45 @@ def test_second_repro_runs_nothing(clone, first_repro, tracking):
     assert "Running stage" not in again.stdout
 
 
+def test_editing_a_module_train_imports_reruns_train_and_what_follows_only(clone, first_repro):
+    """A module `train` imports from outside training/ and models/ (where dvc.yaml's deps and
+    the resume fingerprint once stopped): DVC sees the edit in `train` (and `tune`, whose trials
+    run the same code) and would rerun everything after them, nothing before."""
+    from lamina.code_closure import code_closure
+
+    upstream = ("configure", "prepare", "preprocess")
+    package = clone / "src" / "lamina"
+    train_imports = set(code_closure(clone / "pipelines" / "train.py", package))
+    upstream_imports = set().union(
+        *(code_closure(clone / "pipelines" / f"{stage}.py", package) for stage in upstream)
+    )
+    edited = next(
+        path
+        for path in sorted(train_imports - upstream_imports)
+        if len(path.relative_to(package).parts) == 2
+        and path.parent.name not in {"training", "models"}
+        and path.name != "__init__.py"
+    )
+    original = edited.read_bytes()
+    edited.write_bytes(original + b"# an edit the train stage must not miss\n")
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], clone).stdout)
+        dry = run(["dvc", "repro", "--dry", "--force-downstream"], clone)
+    finally:
+        edited.write_bytes(original)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    dep = str(edited.relative_to(clone))
+    for name in EXPERIMENTS:
+        changed = [entry.get("changed deps", {}) for entry in status.get(f"train@{name}", [])]
+        assert any(dep in deps for deps in changed), (dep, status.get(f"train@{name}"))
+        for rerun in ("tune", "train", "evaluate(-generator)?", "register"):
+            assert re.search(f"Running stage '{rerun}@{name}'", dry.stdout), (dep, rerun, name)
+        for stage in upstream:
+            assert f"{stage}@{name}" not in status, (dep, status[f"{stage}@{name}"])
+            assert f"Running stage '{stage}@{name}'" not in dry.stdout, (dep, stage, name)
+    assert json.loads(run(["dvc", "status", "--json"], clone).stdout) == {}  # edit undone
+
+
 def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, first_repro, tracking):
     shrink_preset(clone, "cnn-mnist", seed=1)
     result = run(["dvc", "repro"], clone, **tracking)
@@ -284,7 +329,8 @@ def test_training_knob_reruns_training_only_and_registers_by_the_gate(clone, fir
     # The GAN is judged by cnn-mnist: its score is recomputed, its training is not.
     assert "Running stage 'evaluate-generator@gan-mnist'" in result.stdout
     assert "Running stage 'train@gan-mnist'" not in result.stdout
-    for untouched in ("mlp-mnist", "lstm-sentiment", "transformer-sentiment", "gru-co2"):
+    judged_by_cnn = {name for name, task in EXPERIMENTS.items() if task == "generation"}
+    for untouched in set(EXPERIMENTS) - {"cnn-mnist"} - judged_by_cnn:
         assert not re.search(rf"Running stage '[a-z-]+@{untouched}'", result.stdout)
 
     registration = json.loads((clone / "outputs" / "cnn-mnist" / "registration.json").read_text())

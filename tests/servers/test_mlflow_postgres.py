@@ -48,7 +48,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from lamina.config.schema import RegistryConfig
+from lamina.config.schema import ExperimentConfig
 from lamina.serving.registry import promote_version
 from lamina.tracking.runs import get_or_create_experiment, tracking_uri
 
@@ -66,9 +66,15 @@ with mlflow.start_run(experiment_id=experiment_id) as run:
         pip_requirements=[f"mlflow=={mlflow.__version__}"],
     )
 version = int(info.registered_model_version)
-registration = promote_version(
-    name, version, run.info.run_id, {"test/accuracy": 0.9}, RegistryConfig(), root
-)
+config = ExperimentConfig.model_validate({
+    "name": name,
+    "data": {
+        "kind": "images", "path": "unused", "image_shape": [28, 28], "class_names": ["0", "1"]
+    },
+    "model": {"kind": "mlp", "hidden_sizes": [8]},
+    "train": {"epochs": 1},
+})
+registration = promote_version(config, version, run.info.run_id, {"test/accuracy": 0.9}, root)
 print(json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id,
                   "version": version, "alias": registration.alias}))
 """

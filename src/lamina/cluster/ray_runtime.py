@@ -17,9 +17,8 @@ TRAIN_POLL_INTERVAL_S = 0.25
 
 # For a Ray whose nodes all run on this machine, where no node can be preempted (a cloud
 # reclaiming a spot instance): Ray Train's preemption watcher is then one more actor process
-# per fit with nothing to watch (side by side on 2 cores, `train@mlp-mnist` 51 s -> 44 s
-# without it). Processes inherit these from their node (`ray start` or a stage's own
-# `ray.init`).
+# per fit with nothing to watch, which slows every fit (docs/benchmarks.md). Processes inherit
+# these from their node (`ray start` or a stage's own `ray.init`).
 ONE_MACHINE_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
@@ -54,9 +53,8 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
                 # non-terminal log.
                 "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
                 # Ray Train's controller takes a worker's report off its one-slot queue once
-                # per poll (default 2 s), so an epoch could not finish faster than that: the
-                # GRU's and the MLP's 0.6 s epochs took 2 s. Polling the two local workers
-                # every 0.25 s costs nothing measurable.
+                # per poll (default 2 s), so no epoch could finish faster than that; a faster
+                # poll of the local workers costs nothing measurable (docs/benchmarks.md).
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(TRAIN_POLL_INTERVAL_S),
             }
         },

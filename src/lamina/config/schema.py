@@ -7,7 +7,7 @@ produce valid configs). Reading and composing the YAML files is `lamina.config.c
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,6 +20,7 @@ Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu"]
 PretrainedEmbeddings = Literal["none", "glove-6b-50d"]
 PRETRAINED_EMBEDDING_WIDTH = {"glove-6b-50d": 50}
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+Task = Literal["classification", "regression", "generation"]
 
 
 class _Strict(BaseModel):
@@ -28,8 +29,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ImageDataConfig(_Strict):
+class _DataKindConfig(_Strict):
+    """What every kind of data declares beside its settings: which `preprocess.kind` and
+    `model.kind` apply to it and what its models learn. The kind's code, which imports this
+    module, is `lamina.features.<kind>`."""
+
+    preprocess_kinds: ClassVar[frozenset[str]]
+    model_kinds: ClassVar[frozenset[str]]
+    task: ClassVar[Task]
+    # Rows of different lengths (texts), which `train.length_buckets` can group.
+    has_lengths: ClassVar[bool] = False
+
+
+class ImageDataConfig(_DataKindConfig):
     """Raw image arrays under `path`: `images.npy` (N, H, W) uint8 and `labels.npy` (N,) int."""
+
+    preprocess_kinds = frozenset({"standardize", "unit_range"})
+    model_kinds = frozenset({"cnn", "mlp", "dcgan"})
+    task = "classification"  # a GAN's `dcgan` model makes it "generation"
 
     kind: Literal["images"] = "images"
     path: str
@@ -43,8 +60,13 @@ class ImageDataConfig(_Strict):
         return len(self.class_names)
 
 
-class TextDataConfig(_Strict):
+class TextDataConfig(_DataKindConfig):
     """A CSV file of labelled texts: one column of text, one of class names."""
+
+    preprocess_kinds = frozenset({"vocabulary"})
+    model_kinds = frozenset({"rnn", "transformer"})
+    task = "classification"
+    has_lengths = True
 
     kind: Literal["text"] = "text"
     path: str
@@ -58,8 +80,12 @@ class TextDataConfig(_Strict):
         return len(self.class_names)
 
 
-class SeriesDataConfig(_Strict):
+class SeriesDataConfig(_DataKindConfig):
     """A CSV file holding one numeric time series in order (one row per time step)."""
+
+    preprocess_kinds = frozenset({"windows"})
+    model_kinds = frozenset({"forecaster"})
+    task = "regression"
 
     kind: Literal["series"] = "series"
     path: str
@@ -389,7 +415,7 @@ class TuneConfig(_Strict):
     # one holds. Concurrent trials x workers x CPUs must leave room for Ray Data, as for a
     # single training run. On 2 cores one worker per trial is faster than two: two trials of
     # two DDP workers each put four processes on two cores, and every step waits on the
-    # slowest (measured: the transformer search 358 s with two, 294 s with one).
+    # slowest (docs/benchmarks.md).
     workers_per_trial: Annotated[int, Field(gt=0)] = 1
     cpus_per_worker: Annotated[float, Field(gt=0.0)] = 0.5
     seed: int = 0
@@ -397,16 +423,6 @@ class TuneConfig(_Strict):
     # the search can then only pick values that score at least as well on validation as the
     # config as written (at the search's budget of epochs).
     try_config_first: bool = False
-
-
-Task = Literal["classification", "regression", "generation"]
-
-# Which preprocessing and models make sense for which data.
-_COMPATIBLE = {
-    "images": ({"standardize", "unit_range"}, {"cnn", "mlp", "dcgan"}),
-    "text": ({"vocabulary"}, {"rnn", "transformer"}),
-    "series": ({"windows"}, {"forecaster"}),
-}
 
 
 class ExperimentConfig(_Strict):
@@ -423,7 +439,7 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> ExperimentConfig:
-        preprocessors, models = _COMPATIBLE[self.data.kind]
+        preprocessors, models = self.data.preprocess_kinds, self.data.model_kinds
         if self.preprocess.kind not in preprocessors:
             raise ValueError(
                 f"preprocess.kind '{self.preprocess.kind}' does not apply to {self.data.kind} "
@@ -434,7 +450,7 @@ class ExperimentConfig(_Strict):
                 f"model.kind '{self.model.kind}' does not apply to {self.data.kind} data "
                 f"(use one of: {', '.join(sorted(models))})"
             )
-        if self.train.length_buckets and self.data.kind != "text":
+        if self.train.length_buckets and not self.data.has_lengths:
             raise ValueError(
                 f"train.length_buckets groups texts by length; {self.data.kind} data has none "
                 "(set it to 0)"
@@ -449,7 +465,7 @@ class ExperimentConfig(_Strict):
     def task(self) -> Task:
         if self.model.kind == "dcgan":
             return "generation"
-        return "regression" if self.data.kind == "series" else "classification"
+        return self.data.task
 
 
 def _check_distillation(config: ExperimentConfig) -> None:

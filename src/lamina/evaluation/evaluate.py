@@ -1,7 +1,10 @@
-"""Test-split evaluation, one function per task. Only the held-back test split is scored.
+"""Test-split evaluation shared by the kinds of data, and a GAN's. Only the held-back test split
+is scored.
 
-Each returns the metrics DVC and MLflow record (keys fixed: `test/...`, `baseline/...`), a
-table of predictions (a DVC plot), and writes its PNG plots into `plots_dir`.
+Each kind of data evaluates its models (`lamina.features.DataKind.evaluate`): classifiers of
+images and text through `evaluate_classifier`, forecasters in `lamina.features.series`. Each
+returns the metrics DVC and MLflow record (keys fixed: `test/...`, `baseline/...`), a table of
+predictions (a DVC plot), and writes its PNG plots into `plots_dir`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ import torch.nn.functional as F
 
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ExperimentConfig
-from lamina.evaluation.plots import plot_confusion_matrix, plot_forecast, plot_training_curves
-from lamina.features.preprocess import read_features
+from lamina.evaluation.plots import plot_confusion_matrix, plot_training_curves
 
 
 @dataclass(frozen=True)
@@ -63,60 +65,24 @@ def classification_metrics(
 
 
 def evaluate_classifier(
-    config: ExperimentConfig, model: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
+    config: ExperimentConfig,
+    model: torch.nn.Module,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    paths: ExperimentPaths,
+    plots_dir: Path,
+    baseline: dict[str, float] | None = None,
 ) -> Evaluation:
-    inputs, labels = read_features(config, paths.features / "test")
+    """The test split's features (`inputs`, `labels`) classified; the metrics of the kind's
+    `baseline`, if it has one, beside the model's."""
     logits = predict_batches(model, inputs)
     class_names = config.data.class_names
-    metrics = classification_metrics(logits, labels, class_names)
-    if config.data.kind == "text":
-        metrics |= _text_baseline(paths, config.split.seed)
+    metrics = classification_metrics(logits, labels, class_names) | (baseline or {})
     names = np.asarray(class_names)
     predictions = pd.DataFrame(
         {"actual": names[labels], "predicted": names[logits.argmax(dim=1).numpy()]}
     )
     plot_confusion_matrix(predictions, class_names, plots_dir / "confusion_matrix.png")
-    plot_training_curves(pd.read_csv(paths.history), plots_dir / "training_curves.png")
-    return Evaluation(metrics, predictions)
-
-
-def _text_baseline(paths: ExperimentPaths, seed: int) -> dict[str, float]:
-    """TF-IDF + logistic regression, C tuned on validation, scored on the same test split."""
-    from lamina.data.text_table import read_text_split
-    from lamina.evaluation.baselines.text import tfidf_logreg_baseline
-
-    splits = {
-        name: read_text_split(paths.splits / f"{name}.parquet") for name in ("train", "val", "test")
-    }
-    return tfidf_logreg_baseline(*splits["train"], *splits["val"], *splits["test"], seed=seed)
-
-
-def evaluate_forecaster(
-    config: ExperimentConfig, model: torch.nn.Module, paths: ExperimentPaths, plots_dir: Path
-) -> Evaluation:
-    """MAE and RMSE in the series' own units, beside the naive, seasonal and AR baselines."""
-    from lamina.data.series_table import read_series_split
-    from lamina.evaluation.baselines.series import regression_metrics, series_baselines
-    from lamina.features.series import SeriesScaler, read_series_features
-
-    scaler = SeriesScaler.load(paths.preprocessor)
-    windows, targets, test_index = read_series_features(paths.features / "test")
-    _, _, train_index = read_series_features(paths.features / "train")
-    predicted = scaler.inverse_transform(predict_batches(model, windows).numpy())
-    actual = scaler.inverse_transform(targets)
-
-    parts = [
-        read_series_split(paths.splits / f"{name}.parquet") for name in ("train", "val", "test")
-    ]
-    times = np.concatenate([np.asarray(part[0]) for part in parts])
-    values = np.concatenate([np.asarray(part[1], dtype=np.float64) for part in parts])
-    metrics = regression_metrics(predicted[:, 0], actual[:, 0])
-    metrics |= series_baselines(values, train_index, test_index, config.preprocess.window)
-
-    predictions = pd.DataFrame(
-        {"time": times[test_index], "actual": actual[:, 0], "predicted": predicted[:, 0]}
-    )
-    plot_forecast(predictions, plots_dir / "forecast.png")
     plot_training_curves(pd.read_csv(paths.history), plots_dir / "training_curves.png")
     return Evaluation(metrics, predictions)
 

@@ -1,8 +1,9 @@
-"""Image preprocessing with Ray Data: fit on the training split only, apply to all splits.
+"""Images: preprocessing with Ray Data, fitted on the training split only and applied to all.
 
 `standardize`: one pixel mean and standard deviation over the training split. `unit_range`:
 the fixed map [0, 255] -> [-1, 1] a GAN's tanh generator produces. Either way every split is
 written as Parquet with a (1, H, W) float32 tensor column `image` and an int64 `label`.
+The registered model and `lamina predict`'s reader are in `image_serving`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,20 @@ from lamina.config.schema import ExperimentConfig
 from lamina.data.image_parquet import pixels_from_arrow
 from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
+from lamina.features.kind import DataKind
+from lamina.features.splits import read_split_datasets
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.pyfunc import PythonModel
+    from torch import nn
+
+    from lamina.config.paths import ExperimentPaths
+    from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.predict import BatchPredictor, PredictInput
 
 
 @dataclass(frozen=True)
@@ -88,8 +104,6 @@ def preprocess_image_splits(
     config: ExperimentConfig, splits_dir: Path, features_dir: Path
 ) -> ImageStandardizer:
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` for every split."""
-    from lamina.features.preprocess import read_split_datasets
-
     datasets = read_split_datasets(splits_dir)
     standardizer = fit_image_standardizer(datasets["train"], config)
     for split, dataset in datasets.items():
@@ -106,3 +120,55 @@ def read_image_features(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     table = read_parquet(folder, written_by="preprocess")
     images = table.column("image").combine_chunks().to_numpy()
     return np.asarray(images, dtype=np.float32), table.column("label").to_numpy()
+
+
+class Images(DataKind):
+    """Labelled grey-scale images; models classify them."""
+
+    name = "images"
+    preprocessor_class = ImageStandardizer
+    input_column, target_column = "image", "label"
+    raw_input_column = "image"
+
+    def preprocess_splits(
+        self, config: ExperimentConfig, splits_dir: Path, features_dir: Path
+    ) -> ImageStandardizer:
+        return preprocess_image_splits(config, splits_dir, features_dir)
+
+    def read_features(self, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+        return read_image_features(folder)
+
+    def evaluate(
+        self, config: ExperimentConfig, model: nn.Module, paths: ExperimentPaths, plots_dir: Path
+    ) -> Evaluation:
+        from lamina.evaluation.evaluate import evaluate_classifier
+
+        images, labels = self.read_features(paths.features / "test")
+        return evaluate_classifier(config, model, images, labels, paths, plots_dir)
+
+    def pyfunc_model(self) -> PythonModel:
+        from lamina.features.image_serving import ImageClassifierModel
+
+        return ImageClassifierModel()
+
+    def pyfunc_example(self, config: ExperimentConfig, paths: ExperimentPaths) -> pd.DataFrame:
+        from lamina.features.image_serving import raw_image_example
+
+        return raw_image_example(config, paths)
+
+    def pyfunc_signature(self, example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
+        from lamina.features.image_serving import raw_image_signature
+
+        return raw_image_signature(output)
+
+    def read_predict_input(
+        self, input_path: Path, logged_config: Callable[[], ExperimentConfig]
+    ) -> PredictInput:
+        from lamina.features.image_serving import read_image_folder
+
+        return read_image_folder(input_path)
+
+    def batch_predictor(self) -> type[BatchPredictor]:
+        from lamina.features.image_serving import ImagePredictor
+
+        return ImagePredictor

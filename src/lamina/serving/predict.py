@@ -1,6 +1,7 @@
 """`lamina predict`: a registered model over a folder of images, a table of texts or a series.
 
-The model says what it reads (its pyfunc input signature, never its name):
+The model says what it reads (its pyfunc input signature, never its name), and the kind of data
+that reads it has the reader and the actors' batch predictor (`lamina.features.DataKind`):
 - image classifiers (input column `image`): a folder of PNG/JPEG files, searched recursively and
   sorted by path. Output: `path` (relative to the folder), `prediction` (the class name),
   `probability_<class>` per class.
@@ -37,29 +38,27 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from lamina.atomic import atomic_path
 from lamina.errors import ConfigError, DataError, LaminaError, TrackingError, one_line
 
+if TYPE_CHECKING:
+    from lamina.config.schema import ExperimentConfig
+    from lamina.features.kind import DataKind
+
 OUTPUT_SUFFIXES = (".csv", ".parquet")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# The first bytes of every PNG / JPEG file: a cheap check of each file before Ray starts.
-IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
-# Input column of the model's signature -> the kind of input predict reads for it.
-INPUT_COLUMNS = {"image": "images", "text": "text", "value": "series"}
 # Rows per `model.predict` call, and per Ray Data block (the unit an actor takes): one call per
 # task, and blocks small enough to share out evenly (5,000 digits on 2 cores: 1,024-row blocks
 # left one actor with 3 and the other with 2, 256-row ones cut the run's time by a sixth).
 BATCH_ROWS = 256
 BLOCK_ROWS = BATCH_ROWS
 # Each actor holds half a CPU (Ray gives it one torch thread), so one CPU stays free for Ray
-# Data's own tasks: with every CPU held by actors they would wait forever (see DESIGN.md). On
-# 2 cores that is 2 actors; measured on 5,000 digits they predicted at about 1.5x the rate of
-# one actor holding a whole CPU.
+# Data's own tasks: with every CPU held by actors they would wait forever
+# (docs/cluster-and-servers.md). On 2 cores that is 2 actors, faster than one actor holding a
+# whole CPU (docs/benchmarks.md).
 CPUS_PER_ACTOR = 0.5
 
 
@@ -70,7 +69,7 @@ class RegisteredModel:
     asked: str  # the models:/ URI asked for (an alias or a version)
     name: str
     version: str
-    kind: str  # "images" | "text" | "series"
+    kind: str  # the kind of data it reads: a key of `lamina.features.DATA_KINDS`
 
     @property
     def uri(self) -> str:
@@ -117,7 +116,7 @@ def predict(
         raise DataError(f"{input_path}: no such file or folder")
     _quiet_mlflow()
     model, tracking = resolve_model(model_spec, root.resolve())
-    rows = read_input(model, input_path)
+    rows = _data_kind(model).read_predict_input(input_path, lambda: logged_config(model.uri))
     with _ray_session(), atomic_path(output_path) as staging:
         written = _predict_into(model, rows, staging, output_format, tracking)
     seconds = time.perf_counter() - started
@@ -188,9 +187,11 @@ def check_store(uri: str) -> str:
 
 
 def model_kind(uri: str) -> str:
-    """What the model reads, from its pyfunc input signature: `images`, `text` or `series`."""
+    """What the model reads, from its pyfunc input signature: the name of a kind of data."""
     import mlflow.models
     from mlflow.exceptions import MlflowException
+
+    from lamina.features import DATA_KINDS
 
     try:
         signature = mlflow.models.get_model_info(uri).signature
@@ -198,127 +199,26 @@ def model_kind(uri: str) -> str:
         raise TrackingError(f"{uri}: cannot read the model's metadata ({one_line(exc)})") from None
     schema = signature.inputs if signature is not None else None
     names = schema.input_names() if schema is not None and schema.has_input_names() else []
-    for column, kind in INPUT_COLUMNS.items():
-        if column in names:
-            return kind
+    for kind in DATA_KINDS.values():
+        if kind.raw_input_column in names:
+            return kind.name
     takes = f"input {schema}" if schema is not None else "no input signature"
+    columns = [f"`{kind.raw_input_column}`" for kind in DATA_KINDS.values()]
     raise LaminaError(
         f"{uri}: `lamina predict` runs image and text classifiers and forecasters (a model whose "
-        f"input has an `image`, `text` or `value` column); this one takes {takes}. A GAN "
-        "generator turns noise into samples: it has nothing to predict"
+        f"input has an {', '.join(columns[:-1])} or {columns[-1]} column); this one takes "
+        f"{takes}. A GAN generator turns noise into samples: it has nothing to predict"
     )
 
 
-# --- reading the input, by the model's kind -------------------------------------------------
+def _data_kind(model: RegisteredModel) -> DataKind:
+    from lamina.features import DATA_KINDS
+
+    return DATA_KINDS[model.kind]
 
 
-def read_input(model: RegisteredModel, input_path: Path) -> PredictInput:
-    if model.kind == "images":
-        return read_image_folder(input_path)
-    if model.kind == "text":
-        return read_texts(input_path)
-    return read_series_origins(input_path, *series_settings(model))
-
-
-def read_image_folder(folder: Path) -> PredictInput:
-    """Every PNG/JPEG under `folder`, sorted; each one's first bytes checked already."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: an image classifier reads a folder of PNG or JPEG files")
-    files = sorted(
-        (
-            path
-            for path in folder.rglob("*")
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        ),
-        key=lambda path: path.relative_to(folder).as_posix(),
-    )
-    if not files:
-        raise DataError(
-            f"{folder}: no image files in it or its subfolders "
-            f"(looked for {', '.join('*' + s for s in IMAGE_SUFFIXES)})"
-        )
-    for path in files:
-        check_image_header(path)
-    table = pd.DataFrame(
-        {
-            "path": [path.relative_to(folder).as_posix() for path in files],
-            "image": [str(path.resolve()) for path in files],
-        }
-    )
-    return PredictInput(table, ("path",), "image")
-
-
-def check_image_header(path: Path) -> None:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    if not head.startswith(IMAGE_SIGNATURES):
-        problem = "empty file" if not head else "its first bytes are not a PNG or JPEG header"
-        raise DataError(f"{path}: not a PNG or JPEG image ({problem}); replace or remove it")
-
-
-def read_image(path: str) -> np.ndarray:
-    """(H, W) uint8 grey-scale pixels; an unreadable file is a `DataError` naming it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"{path}: not a readable PNG or JPEG image ({one_line(exc)}); replace or remove it"
-        ) from None
-
-
-def read_texts(path: Path) -> PredictInput:
-    """The `text` column of a CSV or Parquet file, with its `id` column or the row number."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        table = _read_csv(path)
-    elif suffix == ".parquet":
-        table = _read_parquet(path)
-    else:
-        raise DataError(f"{path}: a text classifier reads a .csv or .parquet file with `text`")
-    if "text" not in table.columns:
-        found = ", ".join(repr(str(c)) for c in table.columns) or "none"
-        raise DataError(
-            f"{path}: no column 'text' (columns found: {found}); the model reads the texts "
-            "from a column named 'text'"
-        )
-    if table.empty:
-        raise DataError(f"{path}: has a header but no rows")
-    id_column = "id" if "id" in table.columns else "row"
-    ids = table["id"].to_numpy() if id_column == "id" else np.arange(len(table))
-    rows = pd.DataFrame({id_column: ids, "text": table["text"].to_numpy()})
-    return PredictInput(rows, (id_column,), "text")
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: not a file")
-    try:
-        # Every cell as text: an id "007" stays "007", an empty text stays "".
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({one_line(exc)})") from None
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({one_line(exc)})") from None
-
-
-def series_settings(model: RegisteredModel) -> tuple[str, str, int]:
-    """(time column, value column, window) from the config logged with the forecaster."""
+def logged_config(model_uri: str) -> ExperimentConfig:
+    """The config logged with the model (its `artifacts/config.yaml`)."""
     import tempfile
 
     from mlflow.artifacts import download_artifacts
@@ -329,49 +229,28 @@ def series_settings(model: RegisteredModel) -> tuple[str, str, int]:
     with tempfile.TemporaryDirectory(prefix="lamina-predict-") as scratch:
         try:
             local = download_artifacts(
-                artifact_uri=f"{model.uri}/artifacts/config.yaml", dst_path=scratch
+                artifact_uri=f"{model_uri}/artifacts/config.yaml", dst_path=scratch
             )
         except (MlflowException, OSError):
             raise LaminaError(
-                f"{model.uri}: a forecaster without its logged config (artifacts/config.yaml), "
-                "so its window and series columns are unknown; register it with `dvc repro`"
+                f"{model_uri}: a model without its logged config (artifacts/config.yaml), so "
+                "how it reads its input (a forecaster's window and series columns) is unknown; "
+                "register it with `dvc repro`"
             ) from None
-        config = load_resolved_config(Path(local))
-    return config.data.time_column, config.data.value_column, config.preprocess.window
+        return load_resolved_config(Path(local))
 
 
-def read_series_origins(
-    path: Path, time_column: str, value_column: str, window: int
-) -> PredictInput:
-    """Every time step with a full window of history up to it, and the whole series."""
-    from lamina.config.schema import SeriesDataConfig
-    from lamina.data.series_table import read_series
-
-    if path.suffix.lower() != ".csv" or not path.is_file():
-        raise DataError(f"{path}: a forecaster reads a CSV series ({time_column}, {value_column})")
-    header = _read_csv(path).columns
-    missing = [c for c in (time_column, value_column) if c not in header]
-    if missing:
-        found = ", ".join(repr(str(c)) for c in header) or "none"
-        raise DataError(
-            f"{path}: no column {' or '.join(map(repr, missing))} (columns found: {found}); "
-            f"the model was trained on a series with columns '{time_column}' and "
-            f"'{value_column}': rename the CSV's header to match"
-        )
-    config = SeriesDataConfig(path=str(path), time_column=time_column, value_column=value_column)
-    times, values = read_series(config)
-    if len(values) < window:
-        raise DataError(
-            f"{path}: {len(values)} values, but the model forecasts from the last {window}: "
-            f"give it at least {window} rows"
-        )
-    origins = np.arange(window - 1, len(values))
-    table = pd.DataFrame(
-        {time_column: times[origins], value_column: values[origins], "position": origins}
-    )
-    return PredictInput(
-        table, (time_column, value_column), "position", {"values": values, "window": window}
-    )
+def read_csv_cells(path: Path) -> pd.DataFrame:
+    """A CSV file the user gave, every cell as text; an unreadable one is a `DataError`."""
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        # Every cell as text: an id "007" stays "007", an empty text stays "".
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({one_line(exc)})") from None
 
 
 # --- predicting with Ray Data ---------------------------------------------------------------
@@ -399,43 +278,6 @@ class BatchPredictor:
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
         return self.model.predict(batch[[self.input_column]])
-
-
-class ImagePredictor(BatchPredictor):
-    """Hands the model file paths (the image classifiers' contract: read, grey-scaled, resized)."""
-
-    def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
-        paths = batch["image"].tolist()
-        try:
-            return self.model.predict(pd.DataFrame({"image": paths}))
-        except Exception:
-            # Name the file that broke the batch, if one did (each read raises for its file).
-            for path in paths:
-                read_image(path)
-            raise
-
-
-class SeriesPredictor(BatchPredictor):
-    """A forecast from each origin's window; the actor holds the whole series."""
-
-    def __init__(self, *args: Any, values: np.ndarray, window: int) -> None:
-        super().__init__(*args)
-        self.values = np.asarray(values, dtype=np.float64)
-        self.window = window
-
-    def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
-        forecasts = []
-        for position in batch["position"].to_numpy(dtype=np.int64):
-            history = self.values[position - self.window + 1 : position + 1]
-            output = self.model.predict(pd.DataFrame({"value": history}))
-            forecasts.append(output["forecast"].to_numpy(dtype=np.float64))
-        stacked = np.vstack(forecasts)
-        return pd.DataFrame(
-            {f"forecast_{step + 1}": stacked[:, step] for step in range(stacked.shape[1])}
-        )
-
-
-PREDICTORS = {"images": ImagePredictor, "text": BatchPredictor, "series": SeriesPredictor}
 
 
 @contextlib.contextmanager
@@ -510,7 +352,7 @@ def _predict_into(
         # 2.64) and offers no other way to set it.
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         predicted = ray.data.from_pandas(blocks).map_batches(
-            PREDICTORS[model.kind],
+            _data_kind(model).batch_predictor(),
             fn_constructor_args=(model.uri, tracking, rows.id_columns, rows.input_column),
             fn_constructor_kwargs=rows.extra,
             batch_size=BATCH_ROWS,

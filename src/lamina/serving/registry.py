@@ -11,7 +11,6 @@ card as its description, so a champion leads back to the exact data and code.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
@@ -19,7 +18,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lamina.config.schema import RegistryConfig
+from lamina.config.compose import flatten_config
+from lamina.config.schema import (
+    DataConfig,
+    ExperimentConfig,
+    ImageDataConfig,
+    RegistryConfig,
+    SeriesDataConfig,
+)
 from lamina.errors import TrackingError
 from lamina.tracking.runs import (
     check_tracking_server,
@@ -36,8 +42,8 @@ CHALLENGER = "challenger"
 PRIMARY_METRIC_TAG = "lamina.primary_metric"
 # MLflow's SQL schema stores a version's description as VARCHAR(5000); PostgreSQL enforces it.
 MAX_DESCRIPTION_CHARS = 5000
-# The training knobs a model card lists beside every `model.*` and `preprocess.*` param.
-KEY_TRAIN_PARAMS = (
+# The training knobs a model card lists beside every `model.*` and `preprocess.*` setting.
+KEY_TRAIN_SETTINGS = (
     "train.epochs",
     "train.batch_size",
     "train.optimizer",
@@ -139,19 +145,19 @@ def promotion_decision(
 
 
 def promote_version(
-    model_name: str,
+    config: ExperimentConfig,
     version: int,
     run_id: str,
     metrics: dict[str, float],
-    rule: RegistryConfig,
     root: Path,
     *,
     split_sizes: dict[str, int] | None = None,
 ) -> Registration:
-    """Tag a freshly registered version with its lineage, write its model card, give it its
-    alias."""
+    """Tag a freshly registered version of `config`'s model (trained with `config`, under its
+    name) with its lineage, write its model card, give it its alias by `config.registry`."""
     from mlflow.tracking import MlflowClient
 
+    model_name, rule = config.name, config.registry
     client = MlflowClient(tracking_uri(root))
     value = float(metrics[rule.primary_metric])
     champion_before = _champion_value(client, model_name, rule.primary_metric)
@@ -173,10 +179,9 @@ def promote_version(
         client.set_model_version_tag(model_name, str(version), key, tag_value)
     plots = [item.path for item in client.list_artifacts(run_id, "evaluation/plots")]
     card = model_card(
-        model_name=model_name,
+        config=config,
         version=version,
         run_id=run_id,
-        params=client.get_run(run_id).data.params,
         metrics=test_metrics,
         decision=decision,
         plots=plots,
@@ -203,10 +208,9 @@ def promote_version(
 
 def model_card(
     *,
-    model_name: str,
+    config: ExperimentConfig,
     version: int,
     run_id: str,
-    params: dict[str, str],
     metrics: dict[str, float],
     decision: str,
     plots: list[str],
@@ -217,20 +221,15 @@ def model_card(
 ) -> str:
     """A version's description: what it was trained on, how, how well, and how to get back to
     its data and code. Markdown, as the MLflow UI renders it; at most 5000 characters."""
-    data = [f"{params.get('data.kind', '?')} from `{params.get('data.path', '?')}`"]
-    if "data.class_names" in params:
-        classes = _as_list(params["data.class_names"])
-        data.append(f"{len(classes)} classes ({', '.join(classes)})")
-    if "data.image_shape" in params:
-        data.append("images " + "x".join(_as_list(params["data.image_shape"])))
-    if params.get("data.max_samples", "None") != "None":
-        data.append(f"subsampled to {params['data.max_samples']} rows")
+    model_name = config.name
+    data = _data_facts(config.data)
     if split_sizes:
         data.append("split " + " / ".join(f"{n} {split}" for split, n in split_sizes.items()))
-    key_params = {
+    # Written as MLflow params are (`flatten_config`), so the card reads like the run.
+    key_settings = {
         key: value
-        for key, value in params.items()
-        if key.startswith(("model.", "preprocess.")) or key in KEY_TRAIN_PARAMS
+        for key, value in flatten_config(config).items()
+        if key.startswith(("model.", "preprocess.")) or key in KEY_TRAIN_SETTINGS
     }
     clean_commit = commit.removesuffix("-dirty")
     lines = [
@@ -241,7 +240,7 @@ def model_card(
         f"**Data**: {'; '.join(data)}. DVC data hash (`data.dvc`): `{data_hash}`.",
         "",
         "**Model & key params**: "
-        + (", ".join(f"`{key}={value}`" for key, value in key_params.items()) or "none logged"),
+        + ", ".join(f"`{key}={value}`" for key, value in key_settings.items()),
         "",
         "**Test metrics**: "
         + (", ".join(f"{key} = {value:.4f}" for key, value in metrics.items()) or "none"),
@@ -271,13 +270,17 @@ def model_card(
     return card
 
 
-def _as_list(text: str) -> list[str]:
-    """A param logged as a list (`['fresh', 'rotten']`, `[28, 28]`) back as strings."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return [text]
-    return [str(item) for item in value] if isinstance(value, list | tuple) else [text]
+def _data_facts(data: DataConfig) -> list[str]:
+    """What the model was trained on, e.g. `images from `data/mnist``, `10 classes (0, ...)`."""
+    facts = [f"{data.kind} from `{data.path}`"]
+    if isinstance(data, SeriesDataConfig):
+        return facts
+    facts.append(f"{len(data.class_names)} classes ({', '.join(data.class_names)})")
+    if isinstance(data, ImageDataConfig):
+        facts.append("images " + "x".join(str(side) for side in data.image_shape))
+    if data.max_samples is not None:
+        facts.append(f"subsampled to {data.max_samples} rows")
+    return facts
 
 
 def registry_client(root: Path):

@@ -1,4 +1,5 @@
-"""MLflow tracking: where runs go, how a training run is opened, and what it is tagged with.
+"""MLflow tracking: where runs go, what they are tagged with, and the run a stage leaves for
+the next (a training run's own life is in `training_runs.py`).
 
 Default store: `sqlite:///<repo>/mlflow.db` with artifacts in `<repo>/mlartifacts` (absolute
 paths, so Ray workers and Tune trials, which run in other directories, log to the same place).

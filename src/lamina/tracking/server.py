@@ -47,7 +47,7 @@ DEFAULT_PG_PORT = 5433
 DATABASE = "mlflow"
 DB_USER = "lamina"
 SERVER_USER = "postgres"  # who runs PostgreSQL when Lamina runs as root
-# `mlflow server` takes 13-25 s to answer /health on 2 cores, more on a fresh database.
+# `mlflow server` is slow to answer /health on a busy machine, slower on a fresh database.
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the NUL

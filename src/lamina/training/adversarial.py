@@ -1,17 +1,13 @@
-"""The per-worker GAN loop that Ray Train runs on every worker (Train V2 pattern, as loop.py).
+"""The GAN training step that `scaffold.run_epochs` drives on every Ray Train worker.
 
-A recipe: restore or build the generator and discriminator -> for each epoch: on every batch of
-this worker's shard, a discriminator step then a generator step; report the losses averaged
-over workers and a checkpoint (rank 0 writes, every rank reports). Rank 0 also logs each epoch
-to the MLflow run the driver opened, with a grid drawn from fixed noise, so the run shows the
-samples improving. There is no early stopping: GAN losses do not say when samples are good.
+Each epoch, on every batch of this worker's shard: a discriminator step then a generator step;
+the losses are averaged over workers. Rank 0 also logs a grid drawn from fixed noise into the
+MLflow run, so the run shows the samples improving.
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +15,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lamina.config.schema import ExperimentConfig
 from lamina.evaluation.gan_metrics import plot_sample_grid
 from lamina.models.dcgan import build_gan
-from lamina.training.loop import (
-    CHECKPOINT_FILE,
-    EPOCH_SECONDS,
-    autocast,
-    gather_rng_states,
-    log_epoch_to_mlflow,
-    logged_epochs,
-    progress_line,
-    quiet_ray_train_reports,
-    restore_rng_state,
-    seed_everything,
-    training_shard,
-    unwrap,
-)
+from lamina.tracking.training_runs import TrackedRun
+from lamina.training.context import TrainingRunContext
+from lamina.training.scaffold import Worker, autocast, run_epochs, training_shard, unwrap
 
 # One-sided label smoothing: a discriminator never fully sure of real images keeps giving the
 # generator useful gradients instead of saturating (Salimans et al., 2016).
 REAL_TARGET = 0.9
 SAMPLE_GRID_SIZE = 64
-
-logger = logging.getLogger("lamina.train")
 
 
 def _train_one_epoch(
@@ -110,103 +92,79 @@ def _train_one_epoch(
     }
 
 
-def _log_samples_to_mlflow(
-    loop_config: dict[str, Any], generator: torch.nn.Module, fixed_noise: torch.Tensor, epoch: int
-) -> None:
-    """Rank 0 only: the plain module, so no DDP collective waits for ranks that do not join."""
-    from mlflow.tracking import MlflowClient
+class AdversarialStep:
+    """One epoch of the DCGAN pair; after it, rank 0 logs a grid drawn from fixed noise. There
+    is no early stopping: GAN losses do not say when samples are good."""
 
-    module = unwrap(generator)
-    module.eval()  # BatchNorm on running statistics, as the generator is used after training
-    with torch.no_grad():
-        images = module(fixed_noise).cpu()
-    module.train()
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"epoch_{epoch:03d}.png"
-        plot_sample_grid(images, path, f"samples after epoch {epoch + 1}")
-        MlflowClient(loop_config["tracking_uri"]).log_artifact(
-            loop_config["mlflow_run_id"], str(path), "samples"
+    def __init__(self, context: TrainingRunContext, worker: Worker) -> None:
+        import ray.train.torch
+
+        config = context.experiment
+        self.config, self.worker = config, worker
+        # The same noise every epoch (and after a restart), so the sample grids are comparable.
+        self.fixed_noise = torch.randn(
+            SAMPLE_GRID_SIZE,
+            config.model.latent_dim,
+            generator=torch.Generator().manual_seed(config.train.seed),
+        ).to(worker.device)
+        generator, discriminator = build_gan(config)
+        self.generator = ray.train.torch.prepare_model(generator)
+        self.discriminator = ray.train.torch.prepare_model(discriminator)
+        train = config.train
+        self.optimizer_g = torch.optim.Adam(
+            self.generator.parameters(), lr=train.lr, betas=train.adam_betas
+        )
+        self.optimizer_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=train.lr, betas=train.adam_betas
+        )
+        self.train_shard = training_shard(context.train_split_by_ray, worker.rank)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        return _train_one_epoch(
+            self.generator,
+            self.discriminator,
+            self.optimizer_g,
+            self.optimizer_d,
+            self.train_shard,
+            self.config,
+            self.worker.device,
+            self.worker.rng,
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        generator_state = unwrap(self.generator).state_dict()
+        return {
+            # "model" is what the driver keeps as the trained weights: the generator.
+            "model": generator_state,
+            "generator": generator_state,
+            "discriminator": unwrap(self.discriminator).state_dict(),
+            "optimizer_g": self.optimizer_g.state_dict(),
+            "optimizer_d": self.optimizer_d.state_dict(),
+        }
 
-def train_gan_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function for `dcgan` experiments; the arguments as loop.py's."""
-    import ray.train
-    import ray.train.torch
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
 
-    quiet_ray_train_reports()
-    config = ExperimentConfig.model_validate(loop_config["experiment"])
-    rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device()
-
-    # Same initial weights on every rank; the noise each rank draws differs.
-    seed_everything(config)
-    noise_rng = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
-    # The same noise every epoch (and after a restart), so the sample grids are comparable.
-    fixed_noise = torch.randn(
-        SAMPLE_GRID_SIZE,
-        config.model.latent_dim,
-        generator=torch.Generator().manual_seed(config.train.seed),
-    ).to(device)
-    generator_net, discriminator_net = build_gan(config)
-    generator = ray.train.torch.prepare_model(generator_net)
-    discriminator = ray.train.torch.prepare_model(discriminator_net)
-    train = config.train
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=train.adam_betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=train.lr, betas=train.adam_betas)
-    start_epoch = 0
-    # A restart (from a checkpoint or, if none was saved yet, from scratch) trains again the
-    # epochs after its checkpoint; those the run already holds are not logged twice.
-    already_logged = logged_epochs(loop_config) if rank == 0 else set()
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # a restart after a failure: continue where the run left off
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
-        unwrap(generator).load_state_dict(state["generator"])
-        unwrap(discriminator).load_state_dict(state["discriminator"])
-        optimizer_g.load_state_dict(state["optimizer_g"])
-        optimizer_d.load_state_dict(state["optimizer_d"])
-        restore_rng_state(state["rng_states"][rank], noise_rng, device)
-        start_epoch = state["epoch"] + 1
-
-    train_shard = training_shard(loop_config, rank)
-    for epoch in range(start_epoch, train.epochs):
-        started = time.perf_counter()
-        metrics = _train_one_epoch(
-            generator,
-            discriminator,
-            optimizer_g,
-            optimizer_d,
-            train_shard,
-            config,
-            device,
-            noise_rng,
-        )
-        metrics[EPOCH_SECONDS] = time.perf_counter() - started
-
+    def log_epoch_artifacts(self, run: TrackedRun, epoch: int) -> None:
+        """The sample grid, from the plain module: no DDP collective waits for ranks that do
+        not join."""
+        module = unwrap(self.generator)
+        module.eval()  # BatchNorm on running statistics, as the generator is used after training
+        with torch.no_grad():
+            images = module(self.fixed_noise).cpu()
+        module.train()
         with tempfile.TemporaryDirectory() as folder:
-            report_checkpoint = None
-            rng_states = gather_rng_states(noise_rng, device)
-            if rank == 0:
-                generator_state = unwrap(generator).state_dict()
-                torch.save(
-                    {
-                        "epoch": epoch,
-                        # "model" is what the driver keeps as the trained weights: the generator.
-                        "model": generator_state,
-                        "generator": generator_state,
-                        "discriminator": unwrap(discriminator).state_dict(),
-                        "optimizer_g": optimizer_g.state_dict(),
-                        "optimizer_d": optimizer_d.state_dict(),
-                        "rng_states": rng_states,
-                        "mlflow_run_id": loop_config["mlflow_run_id"],
-                    },
-                    Path(folder) / CHECKPOINT_FILE,
-                )
-                report_checkpoint = ray.train.Checkpoint.from_directory(folder)
-                if epoch not in already_logged:
-                    log_epoch_to_mlflow(loop_config, metrics, epoch)
-                    _log_samples_to_mlflow(loop_config, generator, fixed_noise, epoch)
-                logger.info(progress_line(epoch, train.epochs, metrics, loop_config.get("label")))
-            ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)
+            path = Path(folder) / f"epoch_{epoch:03d}.png"
+            plot_sample_grid(images, path, f"samples after epoch {epoch + 1}")
+            run.log_artifact(path, "samples")
+
+    def stop_reason(self) -> str | None:
+        return None
+
+
+def train_gan_per_worker(loop_config: dict[str, TrainingRunContext]) -> None:
+    """Ray Train's per-worker function for `dcgan` experiments."""
+    run_epochs(TrainingRunContext.from_loop_config(loop_config), AdversarialStep)

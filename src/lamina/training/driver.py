@@ -7,7 +7,7 @@ prescribe, instead of wrapping a trainer in `Tuner`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,29 +15,29 @@ import pandas as pd
 import torch
 
 from lamina.cluster.ray_runtime import init_ray
-from lamina.config.compose import dump_config, flatten_config
+from lamina.config.compose import dump_config
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ClusterConfig, ExperimentConfig
 from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
-from lamina.tracking.runs import (
-    RunInfo,
-    check_tracking_server,
-    dvc_data_hash,
-    get_or_create_experiment,
-    git_commit,
-    mask_uri,
-    tracking_uri,
+from lamina.tracking.runs import RunInfo, check_tracking_server, tracking_uri
+from lamina.tracking.training_runs import (
+    TrackedRun,
+    epoch_history,
+    open_training_run,
+    reopen_run,
 )
+from lamina.training.context import TrainingRunContext
 from lamina.training.distillation import with_teacher_logits
 from lamina.training.early_stopping import best_row
-from lamina.training.loop import CHECKPOINT_FILE, train_dataset_name, train_fn_per_worker
+from lamina.training.loop import train_fn_per_worker
 from lamina.training.resume import (
     ResumableFit,
     discard_other_fits,
     discard_unmarked_checkpoints,
     resumable_fit,
 )
+from lamina.training.scaffold import CHECKPOINT_FILE, train_dataset_name
 from lamina.training.tasks import supervised_task
 
 if TYPE_CHECKING:
@@ -54,52 +54,6 @@ class TrainingOutcome:
     best_weights: dict  # the model's state_dict at the best epoch
 
 
-def open_training_run(
-    config: ExperimentConfig,
-    root: Path,
-    *,
-    run_name: str | None = None,
-    parent_run_id: str | None = None,
-    stage: str = "train",
-) -> tuple[str, str]:
-    """Create the MLflow run (experiment = preset name) with params and lineage tags.
-
-    A Tune trial's run names its search's run as parent, so the UI nests it there. A student
-    names the MLflow run of the teacher it learns from (`train.distillation`).
-    """
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri(root)
-    check_tracking_server(uri)
-    client = MlflowClient(uri)
-    experiment_id = get_or_create_experiment(client, config.name, root)
-    tags = {
-        "lamina.experiment": config.name,
-        "lamina.stage": stage,
-        "mlflow.source.git.commit": git_commit(root),
-        "lamina.dvc_data_hash": dvc_data_hash(root),
-    }
-    if parent_run_id is not None:
-        tags["mlflow.parentRunId"] = parent_run_id
-    if config.train.distillation is not None:
-        teacher = ExperimentPaths(config.train.distillation.teacher, root)
-        if teacher.run_info.is_file():  # else loading the data names the stage to run
-            tags["lamina.teacher_run_id"] = RunInfo.load(teacher.run_info).run_id
-    run = client.create_run(experiment_id, run_name=run_name or f"{config.name}-{stage}", tags=tags)
-    log_params(client, run.info.run_id, flatten_config(config))
-    return run.info.run_id, experiment_id
-
-
-def log_params(client, run_id: str, params: dict[str, str]) -> None:
-    """Every param, with any password in a URI value (`cluster.address`,
-    `cluster.storage_path`) masked: the UI shows params to everyone who can read the run."""
-    from mlflow.entities import Param
-
-    batch = [Param(key, mask_uri(value)) for key, value in params.items()]
-    for start in range(0, len(batch), 100):  # log_batch takes at most 100 params a call
-        client.log_batch(run_id, params=batch[start : start + 100])
-
-
 @dataclass(frozen=True)
 class TrainingData:
     """The `train` and `val` features of a fit, loaded once: a search shares them with every
@@ -109,8 +63,7 @@ class TrainingData:
     too unless `cluster.materialize_train` is off. Held in memory, it is cut by the driver
     into one dataset per worker (`for_workers`). Streamed from Parquet, it is shared out by
     Ray Train's streaming split, whose coordinator actor starts every fit's first epoch
-    seconds late: on 2 cores the first batch came 8.4 to 8.7 s into the epoch that way and
-    0.2 to 0.5 s from a dataset of the worker's own (`mlp-mnist` and `lstm-sentiment`).
+    seconds late (bench/train_sharding.py; docs/benchmarks.md).
     """
 
     val: ray.data.Dataset  # materialized
@@ -167,7 +120,7 @@ def read_feature_files(folder: Path) -> list:
 
     A split held in memory anyway is read here rather than by
     `ray.data.read_parquet` and `materialize()`: their metadata and read tasks each start a
-    worker process, 11 s before every fit on 2 cores for splits of under a megabyte. And on a
+    worker process, seconds before every fit for splits of under a megabyte. And on a
     cluster the features are on this machine only, where a read task on another node would
     not find them.
     """
@@ -178,9 +131,8 @@ def read_feature_files(folder: Path) -> list:
 
 
 def build_trainer(
-    config: ExperimentConfig,
+    context: TrainingRunContext,
     data: TrainingData,
-    loop_config: dict,
     *,
     run_name: str,
     storage_path: str,
@@ -191,6 +143,7 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    config = context.experiment
     cluster, stopping = config.cluster, config.train.early_stopping
     resources = {"CPU": cluster.cpus_per_worker}
     if cluster.use_gpu:
@@ -202,7 +155,7 @@ def build_trainer(
     datasets, split_by_ray = data.for_workers(cluster.num_workers)
     return TorchTrainer(
         train_fn,
-        train_loop_config={**loop_config, "train_split_by_ray": bool(split_by_ray)},
+        train_loop_config=replace(context, train_split_by_ray=bool(split_by_ray)).as_loop_config(),
         # With GPUs Ray gives each worker its own (CUDA_VISIBLE_DEVICES) and DDP runs on NCCL.
         torch_config=TorchConfig(backend=cluster.ddp_backend),
         scaling_config=ray.train.ScalingConfig(
@@ -261,14 +214,8 @@ def run_training(
     client = MlflowClient(uri)
     try:
         trainer = build_trainer(
-            config,
+            TrainingRunContext(config, TrackedRun(uri, run_id), vocabulary=vocabulary),
             load_training_data(config, paths),
-            {
-                "experiment": config.model_dump(mode="json"),
-                "mlflow_run_id": run_id,
-                "tracking_uri": uri,
-                "vocabulary": vocabulary,
-            },
             # Same inputs, same name: Ray Train resumes a name whose folder holds checkpoints.
             run_name=fit.run_name,
             storage_path=storage,
@@ -313,35 +260,14 @@ def run_training(
 def _reattach_run(fit: ResumableFit, uri: str) -> tuple[str | None, str | None]:
     """The MLflow run of an interrupted fit of the same inputs, set running again; None when
     there is none (or it was deleted meanwhile)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     run_id = fit.saved_run_id()
-    if run_id is None:
-        return None, None
-    client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        run = None
-    if run is None or run.info.lifecycle_stage != "active":
+    experiment_id = None if run_id is None else reopen_run(uri, run_id)
+    if experiment_id is None:
         fit.forget()
         return None, None
-    client.update_run(run_id, status="RUNNING")
     logger.info(
         "resuming MLflow run %s from the last checkpoint of an interrupted fit (%s)",
         run_id,
         fit.run_name,
     )
-    return run_id, run.info.experiment_id
-
-
-def epoch_history(client, run_id: str) -> pd.DataFrame:
-    """One row per epoch (`epoch` from 0) and one column per metric logged at step = epoch."""
-    columns = {
-        key: {point.step: point.value for point in client.get_metric_history(run_id, key)}
-        for key in sorted(client.get_run(run_id).data.metrics)
-    }
-    table = pd.DataFrame(columns).sort_index()
-    table.index.name = "epoch"
-    return table.reset_index()
+    return run_id, experiment_id

@@ -1,52 +1,27 @@
-"""The per-worker training loop that Ray Train runs on every worker (Train V2 pattern).
+"""The supervised training step (classification or regression) that `scaffold.run_epochs`
+drives on every Ray Train worker.
 
-A recipe: restore or build -> for each epoch: train on this worker's shard, validate on the
-whole validation split, report metrics and a checkpoint (rank 0 writes, every rank reports),
-stop early when validation stops improving. Rank 0 also logs each epoch to the MLflow run the
-driver opened, so the run fills in while training goes on.
+Each epoch: train on this worker's shard, validate on the whole validation split (each rank
+scores its share), step the learning rate, stop early when validation stops improving.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import random
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from lamina.config.schema import ExperimentConfig
 from lamina.features.text import PAD_ID
 from lamina.models import build_model_to_train
+from lamina.tracking.training_runs import TrackedRun
 from lamina.training.augment import random_affine
+from lamina.training.context import TrainingRunContext
 from lamina.training.distillation import TEACHER_LOGITS, mixed_loss
 from lamina.training.early_stopping import EarlyStopping
+from lamina.training.scaffold import Worker, autocast, run_epochs, training_shard, unwrap
 from lamina.training.tasks import SupervisedTask, supervised_task
-
-CHECKPOINT_FILE = "checkpoint.pt"
-EPOCH_SECONDS = "epoch_seconds"  # logged every epoch by every loop
-
-logger = logging.getLogger("lamina.train")
-
-
-def seed_everything(config: ExperimentConfig) -> None:
-    """The same start on every rank and every run: Python's, NumPy's and torch's global
-    generators (data order and augmentation draw from generators of their own, seeded from
-    the same seed and kept in the checkpoint). `train.deterministic` also rules out the GPU
-    kernels whose results vary from run to run (atomics in cuDNN and cuBLAS)."""
-    seed = config.train.seed
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if config.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
 
 
 def make_optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
@@ -65,14 +40,6 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: ExperimentConfig):
     if config.train.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.train.epochs)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def autocast(config: ExperimentConfig, device: torch.device):
-    """bf16 autocast when `cluster.precision` asks for it, a no-op otherwise. Losses and
-    reductions stay fp32 under it (autocast's own op list), so no loss scaling is needed."""
-    return torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=config.cluster.precision == "bf16"
-    )
 
 
 def _rank_and_world_size() -> tuple[int, int]:
@@ -189,171 +156,76 @@ def _validate(model, dataset, task: SupervisedTask, config, device) -> dict[str,
     return _means_across_workers(totals, seen, device)
 
 
-def log_epoch_to_mlflow(loop_config: dict[str, Any], metrics: dict[str, float], epoch: int):
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+class SupervisedStep:
+    """One epoch of a classifier or regressor: train on this worker's shard, validate on the
+    whole validation split, step the learning rate, ask early stopping."""
 
-    timestamp = int(time.time() * 1000)
-    MlflowClient(loop_config["tracking_uri"]).log_batch(
-        loop_config["mlflow_run_id"],
-        metrics=[Metric(key, value, timestamp, epoch) for key, value in metrics.items()],
-    )
+    def __init__(self, context: TrainingRunContext, worker: Worker) -> None:
+        import ray.train
+        import ray.train.torch
 
+        config = context.experiment
+        self.config, self.worker = config, worker
+        self.task = supervised_task(config)
+        self.model = ray.train.torch.prepare_model(build_model_to_train(config, context.vocabulary))
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = _make_scheduler(self.optimizer, config)
+        stopping = config.train.early_stopping
+        self.stopping = EarlyStopping(stopping.mode, stopping.patience)
+        self.train_shard = training_shard(context.train_split_by_ray, worker.rank)
+        self.val_dataset = ray.train.get_dataset_shard("val")
 
-def logged_epochs(loop_config: dict[str, Any]) -> set[int]:
-    """The epochs the run already holds. Rank 0 logs an epoch before reporting its checkpoint
-    (a trial that Tune stops at that report keeps it), so after a restart the epochs between
-    the restored checkpoint and the failure are trained again but must not be logged again."""
-    from mlflow.tracking import MlflowClient
-
-    history = MlflowClient(loop_config["tracking_uri"]).get_metric_history(
-        loop_config["mlflow_run_id"], EPOCH_SECONDS
-    )
-    return {point.step for point in history}
-
-
-def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    quiet_ray_train_reports()
-    config = ExperimentConfig.model_validate(loop_config["experiment"])
-    task = supervised_task(config)
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    device = ray.train.torch.get_device()
-
-    # Same initial weights on every rank; augmentation noise differs per rank.
-    seed_everything(config)
-    generator = torch.Generator().manual_seed(config.train.seed * 1000 + rank)
-    model = ray.train.torch.prepare_model(
-        build_model_to_train(config, loop_config.get("vocabulary"))
-    )
-    optimizer = make_optimizer(model, config)
-    scheduler = _make_scheduler(optimizer, config)
-    stopping = EarlyStopping(config.train.early_stopping.mode, config.train.early_stopping.patience)
-    start_epoch = 0
-    # A restart (from a checkpoint or, if none was saved yet, from scratch) trains again the
-    # epochs after its checkpoint; those the run already holds are not logged twice.
-    already_logged = logged_epochs(loop_config) if rank == 0 else set()
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # a restart after a failure: continue where the run left off
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopping.load_state_dict(state["early_stopping"])
-        restore_rng_state(state["rng_states"][rank], generator, device)
-        start_epoch = state["epoch"] + 1
-
-    train_shard = training_shard(loop_config, rank)
-    val_dataset = ray.train.get_dataset_shard("val")
-    monitor = config.train.early_stopping.monitor
-    for epoch in range(start_epoch, config.train.epochs):
-        started = time.perf_counter()
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        config, device = self.config, self.worker.device
         train_loss = _train_one_epoch(
-            model, optimizer, train_shard, task, config, device, generator, epoch
+            self.model,
+            self.optimizer,
+            self.train_shard,
+            self.task,
+            config,
+            device,
+            self.worker.rng,
+            epoch,
         )
-        metrics = {"train/loss": train_loss, **_validate(model, val_dataset, task, config, device)}
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        metrics = {
+            "train/loss": train_loss,
+            **_validate(self.model, self.val_dataset, self.task, config, device),
+        }
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
         # Every rank holds the same validation metrics (summed across ranks), so every rank
-        # takes the same early-stopping decision and none is left waiting in a collective.
-        stopping.update(epoch, metrics[monitor])
-        metrics[EPOCH_SECONDS] = time.perf_counter() - started
+        # takes the same early-stopping decision.
+        self.stopping.update(epoch, metrics[config.train.early_stopping.monitor])
+        return metrics
 
-        with tempfile.TemporaryDirectory() as folder:
-            report_checkpoint = None
-            rng_states = gather_rng_states(generator, device)
-            if rank == 0:
-                torch.save(
-                    {
-                        "epoch": epoch,
-                        "model": unwrap(model).state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "early_stopping": stopping.state_dict(),
-                        "rng_states": rng_states,
-                        "mlflow_run_id": loop_config["mlflow_run_id"],
-                    },
-                    Path(folder) / CHECKPOINT_FILE,
-                )
-                report_checkpoint = ray.train.Checkpoint.from_directory(folder)
-                if epoch not in already_logged:
-                    log_epoch_to_mlflow(loop_config, metrics, epoch)
-                logger.info(
-                    progress_line(epoch, config.train.epochs, metrics, loop_config.get("label"))
-                )
-            ray.train.report({"epoch": epoch, **metrics}, checkpoint=report_checkpoint)
-        if stopping.should_stop:
-            if rank == 0:
-                logger.info(
-                    f"early stop: {monitor} has not improved for {stopping.patience} epochs "
-                    f"(best {stopping.best_value:.4f} at epoch {stopping.best_epoch + 1})"
-                )
-            break
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopping.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopping.load_state_dict(state["early_stopping"])
+
+    def log_epoch_artifacts(self, run: TrackedRun, epoch: int) -> None:
+        """Nothing but the metrics: the evaluate stage draws the plots."""
+
+    def stop_reason(self) -> str | None:
+        stopping = self.stopping
+        if not stopping.should_stop:
+            return None
+        return (
+            f"early stop: {self.config.train.early_stopping.monitor} has not improved for "
+            f"{stopping.patience} epochs "
+            f"(best {stopping.best_value:.4f} at epoch {stopping.best_epoch + 1})"
+        )
 
 
-def train_dataset_name(rank: int) -> str:
-    """The dataset of one worker's rows of `train`, when the driver cut the split per rank
-    (`driver.TrainingData`)."""
-    return f"train_rank_{rank}"
-
-
-def training_shard(loop_config: dict[str, Any], rank: int):
-    """This worker's part of the training split: its share of Ray Train's streaming split, or
-    the dataset the driver cut for its rank."""
-    import ray.train
-
-    if loop_config.get("train_split_by_ray", True):
-        return ray.train.get_dataset_shard("train")
-    return ray.train.get_dataset_shard(train_dataset_name(rank))
-
-
-def quiet_ray_train_reports() -> None:
-    """Ray Train logs every report at INFO; our per-epoch line says the same thing once.
-
-    Ray 2.60 names that logger after its file path, so `LoggingConfig(log_level=...)`, which
-    filters `ray.train.*` names only, does not reach it.
-    """
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
-def gather_rng_states(generator: torch.Generator, device: torch.device) -> list[dict]:
-    """Every rank's random state, for rank 0's checkpoint: the loop's own generator (data
-    order, augmentation or noise) and torch's global one (dropout; CUDA's too on a GPU), so a
-    restart draws exactly what the lost epochs would have drawn."""
-    state = {"own": generator.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    if not (dist.is_available() and dist.is_initialized()):
-        return [state]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, state)
-    return gathered
-
-
-def restore_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
-    generator.set_state(state["own"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
-def progress_line(
-    epoch: int, epochs: int, metrics: dict[str, float], label: str | None = None
-) -> str:
-    """One line per epoch; `label` tells concurrent runs (Tune trials) apart."""
-    shown = "  ".join(
-        f"{key} {value:.4f}" for key, value in metrics.items() if key != EPOCH_SECONDS
-    )
-    prefix = f"{label}: " if label else ""
-    return f"{prefix}epoch {epoch + 1}/{epochs}  {shown}  ({metrics[EPOCH_SECONDS]:.1f} s)"
+def train_fn_per_worker(loop_config: dict[str, TrainingRunContext]) -> None:
+    """Ray Train's per-worker function for supervised experiments."""
+    run_epochs(TrainingRunContext.from_loop_config(loop_config), SupervisedStep)

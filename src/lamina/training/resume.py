@@ -1,7 +1,7 @@
 """Resuming an interrupted `train` stage from its last checkpoint.
 
 A fit is named after everything it depends on (the config it trains with, the features, the
-vocabulary size, the training and model code): the same inputs give the same name, and Ray
+vocabulary size, the code the `train` stage runs): the same inputs give the same name, and Ray
 Train, given a name whose folder already holds checkpoints, resumes from the latest one. A small
 marker beside that folder keeps the fit's MLflow run id, so the resumed fit logs into the same
 run instead of opening a second one. Both go once the fit has finished; a fit whose inputs
@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.code_closure import PACKAGE, PACKAGE_DIR, code_closure
 from lamina.config.schema import ExperimentConfig
 
 logger = logging.getLogger("lamina.train")
@@ -24,6 +25,9 @@ logger = logging.getLogger("lamina.train")
 MARKER_SUFFIX = ".mlflow-run.json"
 FINGERPRINT_LENGTH = 16
 HEX_DIGITS = "0123456789abcdef"
+# The checkout Lamina runs from (installed editable, as `make setup` installs it): the stage
+# scripts in pipelines/, the package in src/.
+CHECKOUT = PACKAGE_DIR.parents[1]
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,25 @@ def resumable_fit(
 
 def fingerprint(config: ExperimentConfig, inputs: list[Path], vocab_size: int | None) -> str:
     """A digest of what a fit's result depends on: the config (tuned values applied), the
-    contents of the input files and folders, the vocabulary size, and Lamina's training and
-    model code (a code fix must not resume checkpoints the old code wrote)."""
-    import lamina.models
-    import lamina.training
-
+    contents of the input files and folders, the vocabulary size, and the code the `train`
+    stage runs (a code fix must not resume checkpoints the old code wrote)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
     digest.update(f"vocab_size={vocab_size}".encode())
-    code = [Path(lamina.training.__file__).parent, Path(lamina.models.__file__).parent]
-    for root in [*inputs, *code]:
-        for path in _files(root):
-            digest.update(str(path.relative_to(root.parent)).encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    # Each file named relative to its base folder: the same fit resumes in another checkout.
+    named = [(path, root.parent) for root in inputs for path in _files(root)]
+    named += [(path, CHECKOUT) for path in train_code(CHECKOUT)]
+    for path, base in named:
+        digest.update(str(path.relative_to(base)).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def train_code(checkout: Path) -> list[Path]:
+    """The `train` stage's script and every Lamina file it imports: what dvc.yaml lists as
+    the stage's code deps (tests/code/test_dvc_code_deps.py holds the two together)."""
+    script = checkout / "pipelines" / "train.py"
+    return [script, *code_closure(script, checkout / "src" / PACKAGE)]
 
 
 def _files(root: Path) -> list[Path]:

@@ -45,14 +45,9 @@ class SupervisedTask:
         }
 
 
-# Feature columns by data kind, as the preprocess stage writes them.
-_COLUMNS = {
-    "images": ("image", "label"),
-    "text": ("tokens", "label"),
-    "series": ("window", "target"),
-}
-
-
 def supervised_task(config: ExperimentConfig) -> SupervisedTask:
-    input_key, target_key = _COLUMNS[config.data.kind]
-    return SupervisedTask(config.task, input_key, target_key)
+    """The task of the experiment's data, on the feature columns its preprocess stage wrote."""
+    from lamina.features import kind_for
+
+    kind = kind_for(config)
+    return SupervisedTask(config.task, kind.input_column, kind.target_column)

@@ -76,8 +76,8 @@ def run_search(
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     init_ray(config.cluster, state_api=True)  # see init_ray: stopped trials must free CPUs
     setup = TrialSetup(
-        base_config=config.model_dump(mode="json"),
-        root=str(root),
+        base_config=config,
+        root=root,
         tracking_uri=uri,
         parent_run_id=parent_run_id,
         vocabulary=vocabulary,
@@ -182,7 +182,7 @@ def _parent_run(config: ExperimentConfig, root: Path, state: Path) -> str:
     from mlflow.tracking import MlflowClient
 
     from lamina.tracking.runs import tracking_uri
-    from lamina.training.driver import open_training_run
+    from lamina.tracking.training_runs import open_training_run
 
     saved = state / PARENT_RUN_FILE
     if saved.is_file():

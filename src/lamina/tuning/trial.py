@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 class TrialSetup:
     """What every trial needs besides its sample (shipped to trials once, by Tune)."""
 
-    base_config: dict[str, Any]
-    root: str
+    base_config: ExperimentConfig
+    root: Path
     tracking_uri: str
     parent_run_id: str
     vocabulary: list[str] | None  # text models' fitted tokens, by id
@@ -50,7 +50,7 @@ def trial_run_id(config: ExperimentConfig, root: Path, parent_run_id: str, trial
     from mlflow.tracking import MlflowClient
 
     from lamina.tracking.runs import tracking_uri
-    from lamina.training.driver import open_training_run
+    from lamina.tracking.training_runs import open_training_run
 
     client = MlflowClient(tracking_uri(root))
     existing = find_trial_run(client, config.name, parent_run_id, trial_id)
@@ -85,23 +85,22 @@ def run_trial(params: dict[str, Any], setup: TrialSetup, data: TrainingData) -> 
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from lamina.cluster.ray_runtime import configure_ray_data
+    from lamina.tracking.training_runs import TrackedRun
+    from lamina.training.context import TrainingRunContext
     from lamina.training.driver import build_trainer
 
     configure_ray_data(progress_bars=False)  # many trials share one log
     trial_id = tune.get_context().get_trial_id()
-    config = trial_config(ExperimentConfig.model_validate(setup.base_config), params)
-    root = Path(setup.root)
-    run_id = trial_run_id(config, root, setup.parent_run_id, trial_id)
+    config = trial_config(setup.base_config, params)
+    run_id = trial_run_id(config, setup.root, setup.parent_run_id, trial_id)
     trainer = build_trainer(
-        config,
+        TrainingRunContext(
+            config,
+            TrackedRun(setup.tracking_uri, run_id),
+            vocabulary=setup.vocabulary,
+            label=f"trial {trial_id}",
+        ),
         data,  # loaded once by the search, shared by every trial
-        {
-            "experiment": config.model_dump(mode="json"),
-            "mlflow_run_id": run_id,
-            "tracking_uri": setup.tracking_uri,
-            "vocabulary": setup.vocabulary,
-            "label": f"trial {trial_id}",
-        },
         # Stable per trial: a resumed search continues an interrupted trial from its last
         # epoch's checkpoint instead of starting it over.
         run_name=f"trial-{trial_id}",
