@@ -38,9 +38,24 @@ class LocalCluster:
     log_dir: Path
     nodes: tuple[int, ...] = (2, 2)
     object_store_mb: int = 256
-    gcs_port: int = field(default_factory=free_local_port)
-    dashboard_port: int = field(default_factory=free_local_port)
+    gcs_port: int = 0
+    dashboard_port: int = 0
     processes: list[subprocess.Popen] = field(default_factory=list)
+    _ports_taken: set[int] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        self.gcs_port = self.gcs_port or self._new_port()
+        self.dashboard_port = self.dashboard_port or self._new_port()
+        self._ports_taken |= {self.gcs_port, self.dashboard_port}
+
+    def _new_port(self) -> int:
+        """A free port that no node of this cluster has been given yet. A port probed free
+        is released again until Ray binds it, so two probes in a row can return the same
+        one; Ray refuses to start when two of its components share a port."""
+        while (port := free_local_port()) in self._ports_taken:
+            pass
+        self._ports_taken.add(port)
+        return port
 
     @property
     def address(self) -> str:
@@ -104,12 +119,12 @@ class LocalCluster:
             "--num-gpus=0",
             f"--object-store-memory={self.object_store_mb * 1024**2}",
             # Two nodes on one machine: every per-node port must differ, not only the head's.
-            f"--node-manager-port={free_local_port()}",
-            f"--object-manager-port={free_local_port()}",
-            f"--dashboard-agent-listen-port={free_local_port()}",
-            f"--dashboard-agent-grpc-port={free_local_port()}",
-            f"--runtime-env-agent-port={free_local_port()}",
-            f"--metrics-export-port={free_local_port()}",
+            f"--node-manager-port={self._new_port()}",
+            f"--object-manager-port={self._new_port()}",
+            f"--dashboard-agent-listen-port={self._new_port()}",
+            f"--dashboard-agent-grpc-port={self._new_port()}",
+            f"--runtime-env-agent-port={self._new_port()}",
+            f"--metrics-export-port={self._new_port()}",
         ]  # fmt: skip
         if index == 0:
             command += [
@@ -118,7 +133,7 @@ class LocalCluster:
                 "--include-dashboard=true",
                 f"--dashboard-host={HOST}",
                 f"--dashboard-port={self.dashboard_port}",
-                f"--ray-client-server-port={free_local_port()}",
+                f"--ray-client-server-port={self._new_port()}",
             ]
         else:
             command.append(f"--address={self.address}")
@@ -162,9 +177,10 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for index, process in enumerate(self.processes):
                 if process.poll() is not None:
+                    log = self.log_dir / f"node-{index}.log"
                     raise LaminaError(
-                        f"Ray node {index} exited ({process.returncode}); "
-                        f"see {self.log_dir / f'node-{index}.log'}"
+                        f"Ray node {index} exited ({process.returncode}): "
+                        f"{_last_line(log)} (whole log: {log})"
                     )
             try:
                 nodes = self.get_json("/api/v0/nodes?limit=100")["data"]["result"]["result"]
@@ -177,6 +193,15 @@ class LocalCluster:
             f"the local Ray cluster did not reach {count} nodes in {timeout_s:.0f} s; "
             f"see the logs in {self.log_dir}"
         )
+
+
+def _last_line(log: Path) -> str:
+    """The line that says why a node ended: the last one Ray wrote."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "empty log"
 
 
 def run_on_one_local_ray(command: list[str], log_dir: Path) -> int:
