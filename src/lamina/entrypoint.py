@@ -2,7 +2,8 @@
 
 A `LaminaError` is a user's problem: one line on stderr, exit code 2, no traceback.
 Ctrl-C exits 130 without a traceback. Anything else is a bug and keeps its traceback.
-Either way the process then exits without a last garbage collection (see `exit_on_user_error`).
+Either way the process then exits without a last garbage collection (see `exit_on_user_error`),
+and nothing it wrote to stdout or stderr, tracebacks included, shows a password.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from lamina.config.paths import ExperimentPaths
 from lamina.errors import LaminaError
+from lamina.redaction import redact_standard_streams
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -26,6 +29,8 @@ def configure_logging() -> None:
 
 
 def exit_on_user_error(main: Callable[[], None], program: str) -> None:
+    # Also what the interpreter prints of an unexpected exception, after this returns.
+    redact_standard_streams()
     try:
         main()
     except LaminaError as exc:
@@ -53,4 +58,11 @@ def run_stage(stage: Callable[[str], None]) -> None:
         print(f"usage: python {sys.argv[0]} EXPERIMENT", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     configure_logging()
-    exit_on_user_error(lambda: stage(sys.argv[1]), program)
+    exit_on_user_error(lambda: _run_where_it_can_write(stage, sys.argv[1]), program)
+
+
+def _run_where_it_can_write(stage: Callable[[str], None], experiment: str) -> None:
+    # Every stage writes under outputs/<experiment>/: a name that leads elsewhere or a folder
+    # that cannot be written fails here, not after the stage has started Ray.
+    ExperimentPaths(experiment).check_writable()
+    stage(experiment)

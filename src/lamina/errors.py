@@ -22,6 +22,10 @@ class TrackingError(LaminaError):
     """The MLflow tracking server or registry cannot be used."""
 
 
+class ClusterError(LaminaError):
+    """A Ray cluster that cannot be reached or cannot hold what the config asks of it."""
+
+
 class SearchError(LaminaError):
     """A hyperparameter search that produced no usable trial."""
 

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamina.config.compose import available_experiments, compose_experiment, flatten_config
+from lamina.config.compose import (
+    MAX_YAML_BYTES,
+    available_experiments,
+    compose_experiment,
+    flatten_config,
+    load_resolved_config,
+)
+from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import CONFIG_GROUPS
 from lamina.errors import ConfigError
 from tests.conftest import CONF_DIR, pipeline_vars
@@ -100,6 +107,8 @@ def _space(key: str, **dimension: object) -> dict:
     ("override", "expected"),
     [
         ({"train": {"lr": -0.1}}, "train.lr: Input should be greater than 0"),
+        ({"train": {"lr": float("inf")}}, "train.lr: Input should be a finite number"),
+        ({"train": {"adam_betas": [0.5, float("nan")]}}, "train.adam_betas.1: Input should be a"),
         ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than 0"),
         ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid integer"),
         ({"train": {"learning_rate": 0.1}}, "train.learning_rate: Extra inputs are not permitted"),
@@ -112,6 +121,17 @@ def _space(key: str, **dimension: object) -> dict:
         ({"cluster": {"num_workers": 0}}, "cluster.num_workers: Input should be greater than 0"),
         ({"unknown_section": {"a": 1}}, "unknown_section: Extra inputs are not permitted"),
         ({"defaults": {"model": "resnet"}}, "defaults.model: no option 'resnet'"),
+        (
+            {"defaults": {"model": "../../../etc/x"}},
+            "defaults.model: '../../../etc/x' is not a plain name",
+        ),
+        ({"defaults": {"train": "/etc/passwd"}}, "defaults.train: '/etc/passwd' is not a plain"),
+        ({"defaults": {"model": ["cnn"]}}, "defaults.model: ['cnn'] is not a plain name"),
+        (
+            {"train": {"distillation": {"teacher": "../../x"}}},
+            "train.distillation.teacher: '../../x' is not a plain name",
+        ),
+        ({"model": {"channels": list(range(1, 500))}}, "(got [1, 2, 3, 4, 5,"),
         ({"defaults": {"optimizer": "adam"}}, "defaults.optimizer: unknown config group"),
         ({"preprocess": {"kind": "vocabulary"}}, "preprocess.kind 'vocabulary' does not apply"),
         ({"defaults": {"model": "lstm"}}, "model.kind 'rnn' does not apply"),
@@ -205,6 +225,67 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
     (tmp_path / "experiment" / "broken.yaml").write_text("train: [epochs: 3\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         compose_experiment("broken", tmp_path)
+
+
+def test_a_long_invalid_value_is_quoted_short(tmp_path):
+    _write_preset(tmp_path, {"model": {"channels": list(range(1, 5000))}})
+    with pytest.raises(ConfigError) as error:
+        compose_experiment("bad", tmp_path)
+    assert len(str(error.value)) < 500
+
+
+# An alias bomb: 9 values, each level a list of 9 of the level before: 9**10 values expanded.
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n"
+    for level in range(9)
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (ALIAS_BOMB.encode(), "not valid YAML: an alias (*a): config files allow none"),
+        (b"train: " + b"[" * 5000 + b"]" * 5000, "nested deeper than 32 levels"),
+        (b"name: " + b"x" * MAX_YAML_BYTES, "larger than 256 KB"),
+        ("train: {epochs: 3}  # été\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset"),
+    ],
+)
+def test_a_preset_is_read_within_limits(tmp_path, body, expected):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "hostile.yaml").write_bytes(body)
+    with pytest.raises(ConfigError) as error:
+        compose_experiment("hostile", tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'experiment' / 'hostile.yaml'}: ")
+    assert expected in message and "\n" not in message
+
+
+def test_a_resolved_config_is_read_within_the_same_limits(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(ALIAS_BOMB)
+    with pytest.raises(ConfigError, match="an alias"):
+        load_resolved_config(path)
+
+
+@pytest.mark.parametrize("name", ["../cnn-mnist", "../../../tmp/x", "a/b", "/etc/x", ".hidden", ""])
+def test_an_experiment_name_cannot_leave_conf_or_outputs(name):
+    with pytest.raises(ConfigError, match="experiment name: .* is not a plain name"):
+        compose_experiment(name, CONF_DIR)
+    with pytest.raises(ConfigError, match="is not a plain name"):
+        ExperimentPaths(name)
+
+
+def test_outputs_that_cannot_be_written_fail_before_the_stage(tmp_path):
+    ExperimentPaths("cnn-mnist", tmp_path).check_writable()
+    assert list(tmp_path.iterdir()) == []  # the probe left nothing
+    (tmp_path / "outputs").write_text("not a folder")
+    with pytest.raises(
+        ConfigError, match="outputs: a file where the folder for the outputs of cnn-mnist must be"
+    ):
+        ExperimentPaths("cnn-mnist", tmp_path).check_writable()
+    # /proc takes no new files, even from root (whom a read-only mode bit does not stop).
+    with pytest.raises(ConfigError, match="^/proc: cannot write the outputs of cnn-mnist"):
+        ExperimentPaths("cnn-mnist", Path("/proc")).check_writable()
 
 
 def test_flattened_params_are_dotted_strings(cnn_config):

@@ -165,14 +165,15 @@ def test_kind_honours_the_whole_interface(local_ray, raw_root, kind_name, tmp_pa
     rows = kind.read_predict_input(user_input, lambda: config)
     assert len(rows.table) > 0 and set(rows.id_columns) < set(rows.table.columns)
 
-    class LoadedModel:  # what `mlflow.pyfunc.load_model` gives the actor
+    class LoadedModel:  # what `load_registered_model` gives the actor
         def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
             return python_model.predict(None, frame)
 
     import mlflow
-    import mlflow.pyfunc
 
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: LoadedModel())
+    from lamina.serving import packaging
+
+    monkeypatch.setattr(packaging, "load_registered_model", lambda uri: LoadedModel())
     monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: None)
     monkeypatch.setattr(mlflow, "set_registry_uri", lambda uri: None)
     predictor = kind.batch_predictor()(

@@ -1,14 +1,22 @@
-"""The local multi-node Ray cluster's set-up, without starting Ray: what its nodes are given."""
+"""The local multi-node Ray cluster's set-up, without starting Ray: what its nodes are given,
+and the watchdog that ends them with the process that started them."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from itertools import chain
 
+import psutil
 import pytest
 
 import lamina.cluster.local_ray as local_ray
+from lamina.cluster.group_watchdog import GroupWatchdog
 from lamina.cluster.local_ray import LocalCluster
 from lamina.errors import LaminaError
 
@@ -38,3 +46,60 @@ def test_a_node_that_exits_at_start_says_why_in_the_error(tmp_path):
         cluster._wait_for_nodes(1, timeout_s=5)
     assert "ValueError: port 41629 is used twice" in str(error.value)
     assert str(tmp_path / "node-0.log") in str(error.value)
+
+
+# A process that watches `sleep 600` in a process group of its own, as `with-local-ray` watches
+# its command, and prints the group's id.
+WATCHER = (
+    "import signal, subprocess, time\n"
+    "from lamina.cluster.group_watchdog import GroupWatchdog\n"
+    "watchdog = GroupWatchdog()\n"
+    "child = subprocess.Popen(['sleep', '600'], process_group=0)\n"
+    "watchdog.watch(child.pid, signal.SIGTERM)\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def _group_alive(process_group: int) -> bool:
+    """Any process of the group left that is not a zombie waiting for its reaper."""
+    return any(
+        process.info["status"] != psutil.STATUS_ZOMBIE
+        for process in psutil.process_iter(["status"])
+        if _group_of(process) == process_group
+    )
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except OSError:
+        return None
+
+
+def test_the_watchdog_ends_the_groups_of_a_process_killed_with_sigkill():
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER], stdout=subprocess.PIPE, text=True)
+    process_group = int(watcher.stdout.readline())
+    try:
+        assert _group_alive(process_group)
+        watcher.kill()  # SIGKILL: the watcher itself cleans up nothing
+        watcher.wait()
+        deadline = time.monotonic() + 15
+        while _group_alive(process_group):
+            assert time.monotonic() < deadline, "the watched group outlived its watcher"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process_group, signal.SIGKILL)
+
+
+def test_a_released_watchdog_leaves_the_groups_alone():
+    watchdog = GroupWatchdog()
+    child = subprocess.Popen(["sleep", "600"], process_group=0)
+    try:
+        watchdog.watch(child.pid, signal.SIGTERM)
+        watchdog.release()
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()

@@ -64,6 +64,8 @@ def _log(uri: str, name: str, example, output, artifacts: dict[str, str] | None 
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
+    from lamina.serving.registry import record_model_files
+
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("predict-tests")
     with mlflow.start_run():
@@ -77,6 +79,7 @@ def _log(uri: str, name: str, example, output, artifacts: dict[str, str] | None 
             pip_requirements=["pandas"],
         )
     MlflowClient(uri).set_registered_model_alias(name, "champion", "1")
+    record_model_files(MlflowClient(uri), name, "1")  # as `log_model_version` does
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,21 @@ def test_output_must_be_csv_or_parquet(tmp_path, name):
         check_output_path(tmp_path / name, tmp_path / "in.csv")
     assert check_output_path(tmp_path / "o.CSV", tmp_path / "in.csv") == "csv"
     assert check_output_path(tmp_path / "o.parquet", tmp_path / "in.csv") == "parquet"
+
+
+def test_output_is_never_a_folder_or_the_input_and_replaces_a_file_only_when_asked(tmp_path):
+    texts = tmp_path / "in.csv"
+    texts.write_text("text\nfine\n")
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "old.csv").write_text("old")
+    (tmp_path / "alias.csv").hardlink_to(texts)
+    refused = {"folder.csv": "is a folder", "in.csv": "is the input", "alias.csv": "is the input"}
+    for name, says in refused.items():
+        with pytest.raises(LaminaError, match=says):
+            check_output_path(tmp_path / name, texts, overwrite=True)
+    with pytest.raises(LaminaError, match="old.csv: exists; pass --overwrite"):
+        check_output_path(tmp_path / "old.csv", texts)
+    assert check_output_path(tmp_path / "old.csv", texts, overwrite=True) == "csv"
 
 
 def test_image_folder_is_searched_recursively_and_sorted(digits):

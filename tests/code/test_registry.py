@@ -382,10 +382,16 @@ def test_generate_writes_a_png_grid_and_uint8_arrays(tmp_path, monkeypatch, caps
             main(["--root", str(root), "generate", "--model", config.name, "-n", "5", "--output",
                   str(output)])  # fmt: skip
             assert f"5 samples (28, 28) from models:/{config.name}/1" in capsys.readouterr().out
+        main(["--root", str(root), "generate", "--model", config.name, "-n", "5", "--seed", "1",
+              "--output", str(root / "out" / "again.npy")])  # fmt: skip
+        main(["--root", str(root), "generate", "--model", config.name, "-n", "5", "--seed", "1",
+              "--output", str(root / "out" / "samples.npy"), "--overwrite"])  # fmt: skip
     finally:
         mlflow.set_tracking_uri(None)
     samples = np.load(root / "out" / "samples.npy")
     assert samples.shape == (5, 28, 28) and samples.dtype == np.uint8
+    assert np.array_equal(samples, np.load(root / "out" / "again.npy"))  # seed 1's, replaced
+    (root / "out" / "again.npy").unlink()
     with Image.open(root / "out" / "grid.png") as grid:
         assert grid.format == "PNG" and grid.width > 5 * 28
     assert sorted(path.name for path in (root / "out").iterdir()) == ["grid.png", "samples.npy"]

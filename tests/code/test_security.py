@@ -7,6 +7,8 @@ import ast
 import gzip
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from lamina.config.compose import compose_experiment, with_overrides
 from lamina.data.safe_pickle import load_arrays
 from lamina.errors import DataError
-from lamina.tracking.runs import mask_uri
+from lamina.redaction import redacted
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 
@@ -90,10 +92,59 @@ def test_every_torch_load_in_the_code_is_weights_only():
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("0.001", "0.001"),
         ("[unbalanced", "[unbalanced"),
+        # Unencoded, a `#`, `@` or `/` does not end the password early (urllib's would).
+        ("http://u:p#w@d%x/y@127.0.0.1:9/api", "http://u:***@127.0.0.1:9/api"),
+        (
+            "View run a at: http://u:p%23w%40d@h:5000/#/experiments/1/runs/2\n",
+            "View run a at: http://u:***@h:5000/#/experiments/1/runs/2\n",
+        ),
+        ("'http://a:b@x', http://c:d@y", "'http://a:***@x', http://c:***@y"),
+        ("http://127.0.0.1:5000/#/runs/2 models:/m@champion", None),
     ],
 )
-def test_mask_uri_hides_passwords_only(uri, masked):
-    assert mask_uri(uri) == masked
+def test_redacted_hides_uri_passwords_only(uri, masked):
+    assert redacted(uri) == (uri if masked is None else masked)
+
+
+def test_redacted_hides_the_environments_secrets_in_any_spelling(monkeypatch):
+    # A library may quote the password decoded (HTTP basic auth), or on its own.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:p%23w%40d%25x@127.0.0.1:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0ken-value")
+    said = "auth p#w@d%x failed; p%23w%40d%25x; token t0ken-value; port 5000"
+    assert redacted(said) == "auth *** failed; ***; token ***; port 5000"
+
+
+# A process as Lamina's entry points run it: everything it writes goes through redaction,
+# however it is written (print, a log handler made before, a library, a traceback).
+LEAKY_ENTRY_POINT = """
+import logging, sys
+
+logging.basicConfig(level="INFO")  # its handler holds the stderr of before
+from lamina.entrypoint import exit_on_user_error
+
+def main():
+    print("print", sys.argv[1])
+    logging.getLogger("x").info("log %s", sys.argv[1])
+    sys.stdout.write("write p#w@d%x\\n")
+    raise RuntimeError("unexpected " + sys.argv[1])
+
+exit_on_user_error(main, "lamina test")
+"""
+
+
+def test_an_entry_point_prints_logs_and_raises_no_password(tmp_path):
+    uri = "http://user:p%23w%40d%25x@127.0.0.1:5000"
+    result = subprocess.run(
+        [sys.executable, "-c", LEAKY_ENTRY_POINT, uri],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" in said, said
+    assert said.count("http://user:***@127.0.0.1:5000") == 3, said
+    assert "write ***" in said
+    assert "p%23w" not in said and "p#w@d" not in said
 
 
 def test_a_password_in_the_config_never_reaches_an_mlflow_param(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import CONF_DIR, REPO_ROOT, run
+from tests.pipeline.test_bad_input_commands import COMMAND_CASES
 
 MNIST, TEXT, SERIES = "data/mnist", "data/rotten_tomatoes/reviews.csv", "data/co2/co2.csv"
 
@@ -112,6 +113,51 @@ def _nan_series(workspace: Path) -> None:
 
 def _no_tune_output(workspace: Path) -> None:
     (workspace / "outputs" / "cnn-mnist" / "best_params.yaml").unlink()
+
+
+def _preset_bytes(body: bytes) -> Callable[[Path], None]:
+    def breaks(workspace: Path) -> None:
+        (workspace / "conf" / "experiment" / "cnn-mnist.yaml").write_bytes(body)
+
+    return breaks
+
+
+# Ten levels of nine aliases: 9**10 values once expanded, in 300 bytes.
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n"
+    for level in range(9)
+)
+
+
+def _latin1_preset(workspace: Path) -> None:
+    path = workspace / "conf" / "experiment" / "cnn-mnist.yaml"
+    path.write_bytes(path.read_bytes() + "# réglages\n".encode("latin-1"))
+
+
+def _file_for_outputs(workspace: Path) -> None:
+    (workspace / "outputs").mkdir(exist_ok=True)
+    (workspace / "outputs" / "cnn-mnist").write_text("a note that is not a folder\n")
+
+
+def _mixed_zones(workspace: Path) -> None:
+    _co2(workspace)
+    path = workspace / SERIES
+    lines = path.read_text().splitlines()
+    date, value = lines[200].split(",")
+    lines[200] = f"{date}T00:00:00+02:00,{value}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _resolved(experiment: str, section: str, key: str, value: object) -> Callable[[Path], None]:
+    """A value in the config `configure` resolved, which the later stages read."""
+
+    def breaks(workspace: Path) -> None:
+        path = workspace / "outputs" / experiment / "config.yaml"
+        body = yaml.safe_load(path.read_text())
+        body[section][key] = value
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+
+    return breaks
 
 
 DOWN = "http://lamina:s3cret@127.0.0.1:9/"  # nothing listens on port 9 (discard)
@@ -251,6 +297,66 @@ CASES: dict[str, Case] = {
     "train before tune": Case(
         "cnn-mnist", "train", _no_tune_output, ("best_params.yaml", "`tune` stage"), "model"
     ),
+    # configure: presets are read with limits and cannot reach outside conf/ or outputs/
+    "config: YAML alias bomb": _config(
+        _preset_bytes(ALIAS_BOMB.encode()), "conf/experiment/cnn-mnist.yaml", "an alias (*a)"
+    ),
+    "config: preset not UTF-8": _config(
+        _latin1_preset, "conf/experiment/cnn-mnist.yaml", "not UTF-8", "save the file as UTF-8"
+    ),
+    "config: preset too large": _config(
+        _preset_bytes(b"# " + b"x" * 300_000 + b"\n"), "cnn-mnist.yaml", "larger than 256 KB"
+    ),
+    "config: defaults outside conf/": _config(
+        _preset("cnn-mnist", "defaults", "model", "../../../etc/x"),
+        "cnn-mnist.yaml",
+        "defaults.model: '../../../etc/x' is not a plain name",
+    ),
+    "config: YAML nested too deep": _config(
+        _preset_bytes(b"train: " + b"[" * 10_000 + b"]" * 10_000), "nested deeper than 32 levels"
+    ),
+    "config: teacher name with ../": _config(
+        _preset("cnn-mnist", "train", "distillation", {"teacher": "../../x"}),
+        "train.distillation.teacher",
+        "'../../x' is not a plain name",
+    ),
+    "config: infinite value": _config(
+        _preset("cnn-mnist", "train", "lr", float("inf")), "train.lr", "finite number"
+    ),
+    "config: experiment name with ../": Case(
+        "../../escape",
+        "configure",
+        lambda w: None,
+        ("'../../escape' is not a plain name", "conf/experiment"),
+        "config.yaml",
+    ),
+    "config: experiment name with /": Case(
+        "cnn-mnist/x",
+        "configure",
+        lambda w: None,
+        ("'cnn-mnist/x' is not a plain name",),
+        "config.yaml",
+    ),
+    "outputs: a file where the experiment's folder goes": _config(
+        _file_for_outputs, "outputs/cnn-mnist: a file where the folder", "move it away"
+    ),
+    "series: mixed time zones": _raw(
+        "gru-co2", _mixed_zones, SERIES, "mixes time zones", "line 201", "UTC"
+    ),
+    "train: more workers than the cluster has": Case(
+        "cnn-mnist",
+        "train",
+        _resolved("cnn-mnist", "cluster", "num_workers", 1000),
+        ("cluster.num_workers=1000 x cluster.cpus_per_worker=0.5", "500 CPUs", "cnn-mnist.yaml"),
+        "model",
+    ),
+    "tune: more trial workers than the cluster has": Case(
+        "cnn-mnist",
+        "tune",
+        _resolved("cnn-mnist", "tune", "workers_per_trial", 1000),
+        ("tune.max_concurrent_trials=2 x tune.workers_per_trial=1000", "1000.02 CPUs"),
+        "best_params.yaml",
+    ),
 }
 
 
@@ -260,7 +366,8 @@ def configured(tmp_path_factory) -> Path:
     what the later stages read); every case works on its own copy."""
     base = tmp_path_factory.mktemp("bad-input") / "base"
     shutil.copytree(CONF_DIR, base / "conf")
-    for experiment in sorted({case.experiment for case in CASES.values()}):
+    later = {case.experiment for case in CASES.values() if case.stage != "configure"}
+    for experiment in sorted(later):
         result = _stage(base, "configure", experiment)
         assert result.returncode == 0, result.stderr
     # What `tune` leaves for an experiment without a search, for the `train` cases.
@@ -295,17 +402,17 @@ def test_bad_input_is_one_line_and_writes_nothing(configured, tmp_path, case_id)
     assert "s3cret" not in result.stderr + result.stdout
     assert output.exists() == existed  # the stage wrote nothing in its place
     folder = output.parent
-    leftovers = [p.name for p in folder.iterdir()] if folder.exists() else []
+    leftovers = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     assert not any(name.startswith(f".{case.output}.tmp") for name in leftovers), leftovers
 
 
 def test_the_table_covers_every_kind_of_bad_input():
     kinds = {case_id.split(":")[0] for case_id in CASES}
     assert {"config", "images", "text", "series"} <= kinds
-    assert len(CASES) >= 20
+    assert len(CASES) + len(COMMAND_CASES) >= 50
 
 
 def test_the_docs_list_every_case():
     page = (REPO_ROOT / "docs" / "reliability.md").read_text()
-    missing = [case_id for case_id in CASES if f"| {case_id} |" not in page]
+    missing = [case_id for case_id in [*CASES, *COMMAND_CASES] if f"| {case_id} |" not in page]
     assert not missing, f"docs/reliability.md's bad-input table lacks: {missing}"

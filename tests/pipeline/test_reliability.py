@@ -1,4 +1,5 @@
-"""Training that survives a killed worker and an interrupted `dvc repro`, and repeats itself.
+"""Training that survives a killed worker, Ctrl-C and an interrupted `dvc repro`, and repeats
+itself.
 
 A copy of the shared clone after its `dvc repro` (features, configs, DVC state) with an MLflow
 store of its own, so nothing here changes what the other modules read. The `train` stage runs
@@ -194,3 +195,53 @@ def test_an_interrupted_repro_resumes_training_from_its_last_checkpoint(workspac
     assert not trained_again, trained_again
     assert (model / "model.pt").is_file()
     assert not list((workspace / ".lamina" / "ray").glob(f"{name}-*")), "fit state left behind"
+
+
+def test_ctrl_c_stops_training_in_seconds_and_the_next_run_resumes_it(workspace, store):
+    name = "mlp-mnist"
+    known = {r.info.run_id for r in _train_runs(store, name)}
+    model = workspace / "outputs" / name / "model" / "model.pt"
+    model_before = model.read_bytes() if model.exists() else None
+    log_path = workspace.parent / "ctrl-c.log"
+    command = [sys.executable, "pipelines/train.py", name]
+    with process_group(command, workspace, log_path, **store) as stage:
+        run_id = _wait_for_logged_epochs(store, name, stage, log_path, known, 1)
+        os.killpg(stage.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        interrupted = time.monotonic()
+        status = stage.wait(timeout=60)
+        took = time.monotonic() - interrupted
+    output = log_path.read_text()
+    assert status == 130, output[-3000:]
+    assert took < 15, f"{took:.1f} s from Ctrl-C to exit"
+    # (Ray's own processes may log tracebacks of theirs; an unhandled Ctrl-C would end in this.)
+    assert "lamina train: interrupted" in output and "KeyboardInterrupt" not in output
+    assert _client(store).get_run(run_id).info.status == "KILLED"
+    assert (model.read_bytes() if model.exists() else None) == model_before  # not written
+
+    # The checkpoints and the marker stay on purpose: the next run resumes the killed run.
+    resumed = run(command, workspace, **store)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming MLflow run {run_id}" in resumed.stderr
+    assert json.loads((workspace / "outputs" / name / "run.json").read_text())["run_id"] == run_id
+    assert _client(store).get_run(run_id).info.status == "FINISHED"
+    epochs = len(pd.read_csv(workspace / "outputs" / name / "history.csv"))
+    assert _steps(store, run_id) == list(range(epochs))
+    assert not list((workspace / ".lamina" / "ray").glob(f"{name}-*")), "fit state left behind"
+
+
+def test_register_reads_the_registry_settings_its_params_name(workspace, store):
+    """`registry` is a param of `register` in outputs/<name>/config.yaml, not in the config
+    that `train` saved with the model: a change there must be what `register` uses."""
+    name = "mlp-mnist"
+    _train(workspace, store, name)
+    resolved = workspace / "outputs" / name / "config.yaml"
+    config = yaml.safe_load(resolved.read_text())
+    config["registry"] = {"primary_metric": "test/loss", "greater_is_better": False}
+    resolved.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    result = run([sys.executable, "pipelines/register.py", name], workspace, **store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    registration = json.loads((workspace / "outputs" / name / "registration.json").read_text())
+    assert registration["primary_metric"] == "test/loss"
+    trained = yaml.safe_load((workspace / "outputs" / name / "model" / "config.yaml").read_text())
+    assert trained["registry"]["primary_metric"] != "test/loss"  # what register used to read

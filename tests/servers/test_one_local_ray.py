@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
-from tests.conftest import run
+from tests.conftest import run, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +63,62 @@ def test_no_command_is_a_one_line_error(tmp_path):
     assert result.stderr.strip() == (
         "lamina: error: no command to run: give one after --, e.g. -- dvc repro"
     )
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running, and not a zombie that nobody reaped (its parent, the wrapper, was killed)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _runs_sleep(process: psutil.Process) -> bool:
+    try:
+        return process.name() == "sleep"
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_sigkilled_wrapper_takes_its_ray_and_command_with_it(tmp_path):
+    wrapper = subprocess.Popen(
+        ["lamina", "--root", str(tmp_path), "with-local-ray", "--", "sleep", "600"],
+        cwd=tmp_path,
+        env=venv_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    started: list[psutil.Process] = []
+    try:
+        output = ""
+        for line in wrapper.stdout:  # the command starts right after this line
+            output += line
+            if line.startswith("Ray dashboard, while this runs"):
+                break
+        assert wrapper.poll() is None, output[-2000:]
+        deadline = time.monotonic() + 30
+        while not any(_runs_sleep(p) for p in _descendants(wrapper.pid)):
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.2)
+        # The Ray node and its processes, the command, the watchdog.
+        started = _descendants(wrapper.pid)
+        assert len(started) > 3, started
+        wrapper.kill()
+        wrapper.wait()
+        deadline = time.monotonic() + 30
+        while (left := [p for p in started if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, [(p.pid, p.name()) for p in left]
+    finally:
+        wrapper.kill()
+        for process in filter(_alive, started):
+            process.kill()

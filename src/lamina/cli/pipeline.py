@@ -46,9 +46,11 @@ def report(ctx: typer.Context) -> None:
     import json
 
     from lamina.config.paths import ExperimentPaths
-    from lamina.tracking.runs import mask_uri, tracking_uri
+    from lamina.redaction import redacted
+    from lamina.tracking.runs import tracking_uri
 
     root = ctx.obj.resolve()
+    uri = tracking_uri(root)  # a URI MLflow cannot read is refused before anything is printed
     for name in _experiment_names(root):
         paths = ExperimentPaths(name, root)
         if not paths.metrics.is_file():
@@ -66,8 +68,7 @@ def report(ctx: typer.Context) -> None:
         print(line)
         metrics_file, plots_dir = paths.metrics.relative_to(root), paths.plots.relative_to(root)
         print(f"    metrics: {metrics_file}  plots: {plots_dir}/")
-    uri = tracking_uri(root)
-    print(f"\nMLflow store: {mask_uri(uri)}")
+    print(f"\nMLflow store: {redacted(uri)}")
     if uri.startswith("sqlite:"):
         print(f"Browse runs and models: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     print("Compare with the last commit: dvc metrics diff; dvc plots diff")

@@ -12,6 +12,10 @@ from lamina.cli.table import print_table
 app = typer.Typer()
 
 GENERATED_FORMATS = {".png": "a grid image", ".npy": "uint8 pixels (N, H, W) in 0..255"}
+# The generator draws all samples in one batch, and its memory grows with them: the bound keeps
+# gan-mnist's under a few hundred MB and a .png grid quick to draw (docs/benchmarks.md).
+MAX_GENERATED = 1024
+OVERWRITE_HELP = "replace --output if it exists (never a folder)"
 
 
 @app.command()
@@ -21,12 +25,12 @@ def models(
 ) -> None:
     """registered models: versions, aliases, primary test metric"""
     from lamina.errors import TrackingError
+    from lamina.redaction import redacted
     from lamina.serving.registry import list_model_versions, registry_client
-    from lamina.tracking.runs import mask_uri
 
     client = registry_client(ctx.obj.resolve())
     rows = list_model_versions(client, name)
-    where = mask_uri(client.tracking_uri)
+    where = redacted(client.tracking_uri)
     if rows:
         print_table(rows)
     elif name:
@@ -45,11 +49,14 @@ def generate(
         str,
         typer.Option(help="NAME, NAME@ALIAS or NAME/VERSION; NAME alone is NAME@champion"),
     ] = "gan-mnist",
-    num_samples: Annotated[int, typer.Option("-n", "--num-samples", min=1, help="how many")] = 64,
+    num_samples: Annotated[
+        int, typer.Option("-n", "--num-samples", help=f"how many, 1 to {MAX_GENERATED}")
+    ] = 64,
     output: Annotated[
         Path, typer.Option(help="grid.png (an image grid) or samples.npy (uint8 pixels)")
     ],
-    seed: Annotated[int, typer.Option(help="noise seed")] = 0,
+    seed: Annotated[int, typer.Option(help="noise seed, 0 or more")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Load a registered generator and draw N samples; the output is written only once all of
     them are drawn. Example: lamina generate --model gan-mnist -n 64 --output grid.png"""
@@ -57,13 +64,10 @@ def generate(
     import numpy as np
 
     from lamina.atomic import atomic_path
-    from lamina.errors import LaminaError
     from lamina.serving.packaging import sample_generator
     from lamina.serving.registry import find_model_version, registry_client
 
-    if output.suffix.lower() not in GENERATED_FORMATS:
-        formats = ", ".join(f"{suffix} ({what})" for suffix, what in GENERATED_FORMATS.items())
-        raise LaminaError(f"--output {output}: write one of {formats}")
+    _check_generate_args(output, num_samples, seed, overwrite)
     client = registry_client(ctx.obj.resolve())
     version = find_model_version(client, model)
     uri = f"models:/{version.name}/{version.version}"
@@ -81,6 +85,25 @@ def generate(
     print(f"{output}: {len(pixels)} samples {pixels.shape[1:]} from {uri} (seed {seed})")
 
 
+def _check_generate_args(output: Path, num_samples: int, seed: int, overwrite: bool) -> None:
+    """Everything `generate` can refuse, before it loads a model. Checked here rather than by
+    typer's `min`/`max`, whose usage errors take several lines."""
+    from lamina.atomic import check_output_target
+    from lamina.errors import LaminaError
+
+    if output.suffix.lower() not in GENERATED_FORMATS:
+        formats = ", ".join(f"{suffix} ({what})" for suffix, what in GENERATED_FORMATS.items())
+        raise LaminaError(f"--output {output}: write one of {formats}")
+    if not 1 <= num_samples <= MAX_GENERATED:
+        raise LaminaError(
+            f"-n {num_samples}: draw 1 to {MAX_GENERATED} samples per call; for more, call "
+            "again with another --seed"
+        )
+    if seed < 0:
+        raise LaminaError(f"--seed {seed}: a seed is a whole number, 0 or more")
+    check_output_target(output, overwrite=overwrite)
+
+
 @app.command(short_help="batch inference with a registered model (Ray Data)")
 def predict(
     ctx: typer.Context,
@@ -92,6 +115,7 @@ def predict(
     ],
     source: Annotated[Path, typer.Option("--input", metavar="PATH", help="folder or file to read")],
     output: Annotated[Path, typer.Option(metavar="PATH", help="*.csv or *.parquet")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Run a registered model over a folder of PNG/JPEG images (image classifiers), a CSV or
     Parquet file with a `text` column (text classifiers) or a CSV series (forecasters: a
@@ -99,4 +123,4 @@ def predict(
     predictions as CSV or Parquet, by the output's extension."""
     from lamina.serving.predict import predict as predict_batch
 
-    print(predict_batch(model, source, output, ctx.obj).line())
+    print(predict_batch(model, source, output, ctx.obj, overwrite=overwrite).line())

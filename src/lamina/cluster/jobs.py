@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from lamina.errors import LaminaError
-from lamina.tracking.runs import mask_uri
+from lamina.redaction import redacted
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def client(address: str | None):
         return JobSubmissionClient(url)
     except Exception as exc:  # noqa: BLE001 (connection refused, auth, bad URL: all one story)
         raise JobError(
-            f"cannot reach the Ray Jobs API at {mask_uri(url)} ({_first_line(exc)}); check the "
+            f"cannot reach the Ray Jobs API at {redacted(url)} ({_first_line(exc)}); check the "
             "cluster is up and the address is the head's dashboard (port 8265 by default)"
         ) from None
 

@@ -3,7 +3,8 @@
 For the tests and benchmarks that need real nodes (jobs, workers spread over nodes) and for
 trying `lamina submit` before a real cluster exists. Every port is chosen free; each node runs
 `ray start --block` in its own process group, so `stop` ends exactly these processes (never
-`ray stop`, which would end every Ray on the machine).
+`ray stop`, which would end every Ray on the machine). A watchdog process ends them too if the
+process that started them dies without stopping them, even by SIGKILL (group_watchdog.py).
 
 The dashboard (Jobs and State APIs) listens on 127.0.0.1 only. Ray's own node services do
 not: Ray replaces a loopback node address with the machine's network address (`ray start`
@@ -13,6 +14,7 @@ token of its own and Ray's token auth.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -25,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina.cluster.group_watchdog import GroupWatchdog
 from lamina.cluster.ray_runtime import ONE_MACHINE_RAY_ENV, free_local_port
 from lamina.errors import LaminaError
 
@@ -42,6 +45,7 @@ class LocalCluster:
     dashboard_port: int = 0
     processes: list[subprocess.Popen] = field(default_factory=list)
     _ports_taken: set[int] = field(default_factory=set, repr=False)
+    watchdog: GroupWatchdog | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.gcs_port = self.gcs_port or self._new_port()
@@ -73,9 +77,12 @@ class LocalCluster:
         # cluster can run code on it, so even a local one does not go without.
         self._token_path.write_text(secrets.token_hex(32))
         self._token_path.chmod(0o600)
+        self.watchdog = GroupWatchdog()
         try:
             for index, num_cpus in enumerate(self.nodes):
                 self.processes.append(self._start_node(index, num_cpus))
+                # SIGTERM: `ray start --block` then stops the processes of its node itself.
+                self.watchdog.watch(self.processes[-1].pid, signal.SIGTERM)
                 self._wait_for_nodes(index + 1, timeout_s)
         except BaseException:
             self.stop()
@@ -93,6 +100,9 @@ class LocalCluster:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
         self.processes.clear()
+        if self.watchdog is not None:
+            self.watchdog.release()
+            self.watchdog = None
         self._forget_bootstrap_address()
 
     def _forget_bootstrap_address(self) -> None:
@@ -222,11 +232,16 @@ def run_on_one_local_ray(command: list[str], log_dir: Path) -> int:
     with cluster:
         print(f"Ray dashboard, while this runs: {cluster.dashboard_url}", flush=True)
         env = {**os.environ, "RAY_ADDRESS": cluster.address, **cluster.client_env}
-        # Ctrl-C reaches the command too (same process group); wait for it to finish its
-        # own clean-up before the cluster goes.
-        process = subprocess.Popen(command, env=env)
+        # A process group of its own, so that the command and everything it starts (DVC's
+        # stages) can be ended as a whole: the cluster's watchdog does, with the Ctrl-C the
+        # command expects, if this process is killed. (The command is then not in the
+        # terminal's foreground group: it cannot read from the terminal.)
+        process = subprocess.Popen(command, env=env, process_group=0)
+        cluster.watchdog.watch(process.pid, signal.SIGINT)
         while True:
             try:
                 return process.wait()
             except KeyboardInterrupt:
-                continue
+                # Passed on; wait for the command's own clean-up before the cluster goes.
+                with contextlib.suppress(ProcessLookupError):  # the command just ended
+                    os.killpg(process.pid, signal.SIGINT)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lamina.config.schema import ClusterConfig
-from lamina.errors import LaminaError
+from lamina.errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,18 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise LaminaError(
+            raise ClusterError(
                 f"cannot connect to the Ray cluster at {address} ({exc}); check that it is up "
                 "(`ray status --address ...`) or unset RAY_ADDRESS to run locally"
             ) from None
     else:
         for name, value in ONE_MACHINE_RAY_ENV.items():
             os.environ.setdefault(name, value)
+        # Ray notes on every start of a local Ray that token auth is on (as it should be):
+        # a line on the stderr of every stage, which must carry only what went wrong.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
         dashboard_port = free_local_port() if state_api else None
         if state_api:
             # Ray's processes find the State API by scanning for local clusters, which fails
@@ -106,6 +111,35 @@ def init_ray(cluster: ClusterConfig, state_api: bool = False) -> None:
     configure_ray_data(progress_bars=sys.stderr.isatty())
 
 
+def check_resources(resource: str, needed: float, asked_by: str, remedy: str) -> None:
+    """Refuse, before anything starts, a run that asks for more of `resource` ("CPU", "GPU")
+    than the Ray cluster this process is connected to can ever give: Ray Train would wait for
+    it, retrying the start of its workers for many minutes. `asked_by` names the config keys
+    and values that ask; `remedy` says what to change.
+
+    An autoscaling cluster counts at the most it may grow to, as far as its autoscaler reports
+    that (KubeRay, Ray's autoscaler v2; Ray Train checks the same figure), so a run may still
+    wait for nodes to be added; any other cluster counts at its present size.
+    """
+    has = _most_resources().get(resource, 0)
+    if needed > has:
+        raise ClusterError(
+            f"{asked_by} ask for {needed:g} {resource}s, but the Ray cluster has {has:g}: "
+            f"{remedy}, or run on a bigger cluster (RAY_ADDRESS)"
+        )
+
+
+def _most_resources() -> dict[str, float]:
+    """The resources the connected cluster has, or may grow to if it autoscales."""
+    import ray
+    from ray._private.state import state  # the figure Ray Train's own check reads
+
+    most = dict(ray.cluster_resources())
+    for resource, limit in (state.get_max_resources_from_cluster_config() or {}).items():
+        most[resource] = max(most.get(resource, 0), limit)
+    return most
+
+
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, naming the address, when nothing listens there: `ray.init` would
     retry a dead GCS address for minutes, printing warnings all the while."""
@@ -120,7 +154,7 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
         problem = f"the port {port!r} is not a number"
     except OSError as exc:
         problem = exc.strerror or type(exc).__name__
-    raise LaminaError(
+    raise ClusterError(
         f"cannot connect to the Ray cluster at {address} ({problem}); check that it is up "
         "(`ray status --address ...`) or unset RAY_ADDRESS to run locally"
     )

@@ -8,6 +8,11 @@ file and the key, before any data is read or Ray starts.
 
 The `configure` DVC stage writes the validated config to `outputs/<name>/config.yaml`; every
 later stage reads that file and declares in `dvc.yaml` the exact sections it uses.
+
+Every YAML file here may come from a user, so it is read with limits (`read_limited_yaml`): a
+few hundred KB at most, UTF-8, no aliases and a bounded nesting depth. An alias bomb (each
+list repeating the one before it ten times) is a small file that expands to billions of
+values once pydantic or an error message walks it.
 """
 
 from __future__ import annotations
@@ -18,8 +23,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lamina.config.paths import check_experiment_name, plain_name_problem
 from lamina.config.schema import CONFIG_GROUPS, ExperimentConfig, set_dotted
-from lamina.errors import ConfigError
+from lamina.errors import ConfigError, one_line
+
+# A preset or resolved config is a few KB; the largest search space a few more.
+MAX_YAML_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 32
+# An invalid value is quoted in the error line up to this many characters.
+MAX_SHOWN_INPUT = 80
 
 
 def with_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -46,13 +58,75 @@ def load_best_params(path: Path) -> dict[str, Any]:
     return params
 
 
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+class _LimitedLoader(yaml.SafeLoader):
+    """`yaml.safe_load`'s loader refusing aliases (`*name`) and nesting deeper than
+    MAX_YAML_DEPTH (the composer recurses once per level)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"an alias (*{event.anchor}): config files allow none, write the value out",
+                event.start_mark,
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: what is wrong and where, without its source excerpt."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return one_line(error)
+
+
+def _read_config_text(path: Path) -> str:
     try:
-        loaded = yaml.safe_load(path.read_text())
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or one_line(exc)})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_YAML_BYTES // 1024} KB, too large for a config file"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_limited_yaml(path: Path) -> Any:
+    """The YAML document at `path`, read within the limits above; any breach is a one-line
+    `ConfigError` naming the file."""
+    text = _read_config_text(path)
+    try:
+        return yaml.load(text, Loader=_LimitedLoader)  # a SafeLoader, with limits
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    loaded = read_limited_yaml(path)
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -95,11 +169,20 @@ def _format_validation_error(source: Path, error: ValidationError) -> str:
         location = [str(part) for part in item["loc"] if part not in _UNION_TAGS]
         key = ".".join(location) or "<root>"
         given = item.get("input")
-        shown = "" if isinstance(given, dict) or item["type"] == "missing" else f" (got {given!r})"
+        shown = (
+            ""
+            if isinstance(given, dict) or item["type"] == "missing"
+            else f" (got {_shown(given)})"
+        )
         # Our own validators' messages name their keys already; pydantic prefixes them.
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{message}{shown}" if key == "<root>" else f"{key}: {message}{shown}")
     return f"{source}: invalid config: " + "; ".join(problems)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_INPUT else text[: MAX_SHOWN_INPUT - 3] + "..."
 
 
 def available_experiments(conf_dir: Path) -> list[str]:
@@ -108,6 +191,7 @@ def available_experiments(conf_dir: Path) -> list[str]:
 
 def compose_experiment(name: str, conf_dir: Path) -> ExperimentConfig:
     """Merge the preset `conf/experiment/<name>.yaml` over its chosen groups and validate."""
+    check_experiment_name(name)
     preset_path = conf_dir / "experiment" / f"{name}.yaml"
     if not preset_path.is_file():
         known = ", ".join(available_experiments(conf_dir)) or "none"
@@ -129,6 +213,11 @@ def compose_experiment(name: str, conf_dir: Path) -> ExperimentConfig:
         option = choices.get(group)
         if option is None:
             continue
+        problem = plain_name_problem(option)
+        if problem:
+            raise ConfigError(
+                f"{preset_path}: defaults.{group}: {problem}; name a file of {conf_dir / group}"
+            )
         group_path = conf_dir / group / f"{option}.yaml"
         if not group_path.is_file():
             options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from lamina.config.paths import plain_name_problem
 
 # Groups a preset may choose from, in the order they are merged.
 CONFIG_GROUPS = ("data", "model", "train", "cluster", "tune")
@@ -23,10 +32,22 @@ Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 Task = Literal["classification", "regression", "generation"]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt option must not be silently ignored."""
+def _plain_name(name: str) -> str:
+    problem = plain_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+# A preset's name, which names its files under conf/ and outputs/.
+ExperimentName = Annotated[str, AfterValidator(_plain_name)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt option must not be silently ignored. Floats are
+    finite: YAML reads `.inf` and `.nan` as numbers, which no setting means."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _DataKindConfig(_Strict):
@@ -232,7 +253,7 @@ class DCGANConfig(_Strict):
     discriminator_channels: Annotated[int, Field(gt=0)] = 64
     activation: Activation = "relu"
     # The classifier whose features score the generated digits (FID, class coverage).
-    judge_experiment: str = "cnn-mnist"
+    judge_experiment: ExperimentName = "cnn-mnist"
 
 
 ModelConfig = Annotated[
@@ -261,7 +282,7 @@ class DistillationConfig(_Strict):
     KL(teacher || student) at temperature T. The teacher predicts on this experiment's own
     training rows only, so it must have been trained on the same split, preprocessed alike."""
 
-    teacher: str  # an experiment (preset) name; its `train` stage must have run
+    teacher: ExperimentName  # an experiment (preset) name; its `train` stage must have run
     weight: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     temperature: Annotated[float, Field(gt=0.0)] = 2.0
 
@@ -426,7 +447,7 @@ class TuneConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    name: str
+    name: ExperimentName
     data: DataConfig
     split: SplitConfig = SplitConfig()
     preprocess: PreprocessConfig = StandardizeConfig()

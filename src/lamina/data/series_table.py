@@ -90,18 +90,44 @@ def _parse_values(path: Path, column: str, cells: pd.Series) -> np.ndarray:
     return values
 
 
+def _utc_offset(cell: str) -> object:
+    """The cell's UTC offset; None for a local time (no zone) or no time at all."""
+    try:
+        return pd.Timestamp(cell).utcoffset()
+    except ValueError:
+        return None
+
+
+def _mixed_zones(path: Path, column: str, cells: pd.Series) -> str | None:
+    """The error naming the first time in another zone than the first one's, if any."""
+    offsets = [_utc_offset(cell) for cell in cells]
+    row = next((i for i, offset in enumerate(offsets) if offset != offsets[0]), None)
+    if row is None:
+        return None
+    return (
+        f"{path}: column '{column}' mixes time zones: {cells.iloc[row]!r} at line {_line(row)} "
+        f"is not in the zone of {cells.iloc[0]!r} at line {_line(0)}; write every time in one "
+        "zone (e.g. UTC) or none"
+    )
+
+
 def _parse_times(path: Path, column: str, cells: pd.Series) -> np.ndarray:
     """Times as sortable numbers: plain numbers as they are, otherwise ISO dates."""
     as_numbers = pd.to_numeric(cells, errors="coerce")
     if not as_numbers.isna().any():
         return as_numbers.to_numpy(dtype=np.float64)
-    as_dates = pd.to_datetime(cells, format="ISO8601", errors="coerce")
+    try:
+        as_dates = pd.to_datetime(cells, format="ISO8601", errors="coerce")
+    except ValueError as exc:  # pandas refuses times of different time zones in one column
+        raise DataError(_mixed_zones(path, column, cells) or f"{path}: {one_line(exc)}") from None
     if as_dates.isna().any():
         row = int(np.flatnonzero(as_dates.isna().to_numpy())[0])
         raise DataError(
             f"{path}: column '{column}' has a time that is neither a number nor an ISO date, "
             f"{cells.iloc[row]!r} at line {_line(row)}; write times as yyyy-mm-dd"
         )
+    if as_dates.dt.tz is not None:  # one zone for all: compare them as UTC
+        as_dates = as_dates.dt.tz_convert(None)
     return as_dates.to_numpy().astype("datetime64[ns]").astype(np.int64)
 
 

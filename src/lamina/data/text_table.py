@@ -75,6 +75,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV file ({one_line(exc)})") from None
 
 
+def check_texts(path: Path, column: str, cells: pd.Series) -> None:
+    """Every cell of `column` is a string: a Parquet column of numbers or nulls is not text."""
+    not_text = np.array([not isinstance(cell, str) for cell in cells], dtype=bool)
+    if not_text.any():
+        first = int(np.flatnonzero(not_text)[0])
+        value = cells.iloc[[first]].tolist()[0]  # a Python value: 5, not np.int64(5)
+        shown = "a missing value" if pd.isna(value) else repr(value)
+        raise DataError(
+            f"{path}: {int(not_text.sum())} value(s) of column {column!r} are not text "
+            f"(e.g. {shown} in data row {first + 1}, column type {cells.dtype}); "
+            "store the texts as strings"
+        )
+
+
 def read_text_table(config: TextDataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Load and validate the CSV at `data.path`; returns (texts as str objects, int64 labels)."""
     path = Path(config.path)

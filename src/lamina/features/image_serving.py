@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.pyfunc import PythonModel
 
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ExperimentConfig
@@ -29,7 +28,7 @@ IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 # --- the registered model -------------------------------------------------------------------
 
 
-class ImageClassifierModel(ArtifactModel, PythonModel):
+class ImageClassifierModel(ArtifactModel):
     """Raw grayscale images in (`image` column), class name and probabilities out.
 
     Each cell of `image` is one image, either

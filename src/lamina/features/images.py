@@ -30,11 +30,11 @@ if TYPE_CHECKING:
 
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.pyfunc import PythonModel
     from torch import nn
 
     from lamina.config.paths import ExperimentPaths
     from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.packaging import ArtifactModel
     from lamina.serving.predict import BatchPredictor, PredictInput
 
 
@@ -146,7 +146,7 @@ class Images(DataKind):
         images, labels = self.read_features(paths.features / "test")
         return evaluate_classifier(config, model, images, labels, paths, plots_dir)
 
-    def pyfunc_model(self) -> PythonModel:
+    def pyfunc_model(self) -> ArtifactModel:
         from lamina.features.image_serving import ImageClassifierModel
 
         return ImageClassifierModel()

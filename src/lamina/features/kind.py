@@ -23,12 +23,12 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.pyfunc import PythonModel
     from torch import nn
 
     from lamina.config.paths import ExperimentPaths
     from lamina.config.schema import ExperimentConfig
     from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.packaging import ArtifactModel
     from lamina.serving.predict import BatchPredictor, PredictInput
 
 
@@ -82,7 +82,7 @@ class DataKind(ABC):
     # --- the registered model: raw input in, preprocessing inside ---------------------------
 
     @abstractmethod
-    def pyfunc_model(self) -> PythonModel:
+    def pyfunc_model(self) -> ArtifactModel:
         """An unloaded pyfunc model; `load(artifacts)` gives it weights, config, preprocessor."""
 
     @abstractmethod

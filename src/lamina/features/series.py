@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import pandas as pd
-    from mlflow.pyfunc import PythonModel
     from torch import nn
 
     from lamina.config.paths import ExperimentPaths
     from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.packaging import ArtifactModel
     from lamina.serving.predict import BatchPredictor, PredictInput
 
 
@@ -232,7 +232,7 @@ class Series(DataKind):
     ) -> Evaluation:
         return evaluate_forecaster(config, model, paths, plots_dir)
 
-    def pyfunc_model(self) -> PythonModel:
+    def pyfunc_model(self) -> ArtifactModel:
         from lamina.features.series_serving import ForecasterModel
 
         return ForecasterModel()

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.pyfunc import PythonModel
 
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ExperimentConfig
@@ -20,7 +19,7 @@ from lamina.serving.predict import BatchPredictor, PredictInput, read_csv_cells
 VALUE_COLUMN = "value"
 
 
-class ForecasterModel(ArtifactModel, PythonModel):
+class ForecasterModel(ArtifactModel):
     """Raw history in (`value` column, oldest first), the next `horizon` values out."""
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

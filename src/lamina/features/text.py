@@ -34,11 +34,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import pandas as pd
-    from mlflow.pyfunc import PythonModel
     from torch import nn
 
     from lamina.config.paths import ExperimentPaths
     from lamina.evaluation.evaluate import Evaluation
+    from lamina.serving.packaging import ArtifactModel
     from lamina.serving.predict import BatchPredictor, PredictInput
 
 PAD, UNKNOWN = "<pad>", "<unk>"
@@ -233,7 +233,7 @@ class Text(DataKind):
         baseline = tfidf_baseline(paths, config.split.seed)
         return evaluate_classifier(config, model, tokens, labels, paths, plots_dir, baseline)
 
-    def pyfunc_model(self) -> PythonModel:
+    def pyfunc_model(self) -> ArtifactModel:
         from lamina.features.text_serving import TextClassifierModel
 
         return TextClassifierModel()

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.pyfunc import PythonModel
 
 from lamina.config.paths import ExperimentPaths
 from lamina.errors import DataError, one_line
@@ -18,7 +17,7 @@ from lamina.serving.predict import PredictInput, read_csv_cells
 TEXT_COLUMN = "text"
 
 
-class TextClassifierModel(ArtifactModel, PythonModel):
+class TextClassifierModel(ArtifactModel):
     """Raw text in (`text` column), class name and probabilities out."""
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -39,6 +38,8 @@ def raw_text_example(paths: ExperimentPaths) -> pd.DataFrame:
 
 def read_texts(path: Path) -> PredictInput:
     """The `text` column of a CSV or Parquet file, with its `id` column or the row number."""
+    from lamina.data.text_table import check_texts
+
     suffix = path.suffix.lower()
     if suffix == ".csv":
         table = read_csv_cells(path)
@@ -54,6 +55,7 @@ def read_texts(path: Path) -> PredictInput:
         )
     if table.empty:
         raise DataError(f"{path}: has a header but no rows")
+    check_texts(path, TEXT_COLUMN, table[TEXT_COLUMN])
     id_column = "id" if "id" in table.columns else "row"
     ids = table["id"].to_numpy() if id_column == "id" else np.arange(len(table))
     rows = pd.DataFrame({id_column: ids, TEXT_COLUMN: table[TEXT_COLUMN].to_numpy()})

@@ -18,13 +18,14 @@ that reads it has the reader and the actors' batch predictor (`lamina.features.D
 GAN generators turn noise into samples and have nothing to predict: predict refuses them.
 
 How it runs: the rows become Ray Data blocks, and `map_batches` hands batches to a fixed pool of
-actors, each loading the model version once (`mlflow.pyfunc.load_model`) and keeping it for
+actors, each loading the model version once (`load_registered_model`) and keeping it for
 every batch it gets. Ray starts as every Lamina command starts it (`init_ray`: a local Ray, or
 the cluster at `RAY_ADDRESS`; on a cluster the input files must be where the actors run).
 Everything a user can get wrong (model, alias, version, input, output name) is checked before
-Ray starts; an image that turns out unreadable while predicting fails the whole run. The output
-is streamed into a temporary file next to the target and moved into place only once every row
-is written, so a failed run leaves no output file.
+Ray starts; the output is never a folder or the input, and replaces an existing file only with
+`--overwrite`. An image that turns out unreadable while predicting fails the whole run. The
+output is streamed into a temporary file next to the target and moved into place only once
+every row is written, so a failed run leaves no output file.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lamina.atomic import atomic_path
+from lamina.atomic import atomic_path, check_output_target
 from lamina.errors import ConfigError, DataError, LaminaError, TrackingError, one_line
 
 if TYPE_CHECKING:
@@ -106,12 +107,18 @@ class PredictSummary:
 
 
 def predict(
-    model_spec: str, input_path: Path, output_path: Path, root: Path = Path(".")
+    model_spec: str,
+    input_path: Path,
+    output_path: Path,
+    root: Path = Path("."),
+    *,
+    overwrite: bool = False,
 ) -> PredictSummary:
     """Run the model `NAME[@ALIAS|/VERSION]` over `input_path`, write `output_path` (CSV or
-    Parquet); the store is `MLFLOW_TRACKING_URI`, else `<root>/mlflow.db`."""
+    Parquet; an existing file only with `overwrite`); the store is `MLFLOW_TRACKING_URI`, else
+    `<root>/mlflow.db`."""
     started = time.perf_counter()
-    output_format = check_output_path(output_path, input_path)
+    output_format = check_output_path(output_path, input_path, overwrite=overwrite)
     if not input_path.exists():
         raise DataError(f"{input_path}: no such file or folder")
     _quiet_mlflow()
@@ -126,19 +133,26 @@ def predict(
 # --- before any work: output name, model ----------------------------------------------------
 
 
-def check_output_path(output_path: Path, input_path: Path) -> str:
-    """The output format from the name (`csv` or `parquet`); anything else is an error."""
+def check_output_path(output_path: Path, input_path: Path, *, overwrite: bool = False) -> str:
+    """The output format from the name (`csv` or `parquet`); anything else is an error, as is
+    an output that is a folder, the input, or an existing file without `overwrite`."""
     suffix = output_path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(
             f"{output_path}: the output is written as CSV or Parquet by its extension; "
             "name it *.csv or *.parquet"
         )
-    if output_path.is_dir():
-        raise ConfigError(f"{output_path}: is a folder; name a file to write")
-    if output_path.resolve() == input_path.resolve():
+    if _same_file(output_path, input_path):
         raise ConfigError(f"{output_path}: is the input; name another file for the output")
+    check_output_target(output_path, overwrite=overwrite)
     return suffix.lstrip(".")
+
+
+def _same_file(output_path: Path, input_path: Path) -> bool:
+    """The same path, or two names (links) of one file."""
+    if output_path.resolve() == input_path.resolve():
+        return True
+    return output_path.exists() and input_path.exists() and output_path.samefile(input_path)
 
 
 def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
@@ -151,11 +165,12 @@ def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lamina.serving.registry import find_model_version, model_uri
-    from lamina.tracking.runs import tracking_uri
+    from lamina.serving.registry import check_model_files, find_model_version, model_uri
+    from lamina.tracking.runs import existing_store, tracking_uri
 
     asked = model_uri(model_spec)
-    tracking = check_store(tracking_uri(root))
+    # Absolute: the actors run in other folders.
+    tracking = existing_store(tracking_uri(root))
     client = MlflowClient(tracking, registry_uri=tracking)
     try:
         version = find_model_version(client, asked)
@@ -163,27 +178,9 @@ def resolve_model(model_spec: str, root: Path) -> tuple[RegisteredModel, str]:
         raise TrackingError(f"{asked}: the registry did not answer: {one_line(exc)}") from None
     mlflow.set_tracking_uri(tracking)
     name, number = version.name, str(version.version)
-    return RegisteredModel(asked, name, number, model_kind(f"models:/{name}/{number}")), tracking
-
-
-def check_store(uri: str) -> str:
-    """The tracking URI, a SQLite path made absolute (the actors run in other folders).
-
-    A SQLite file that does not exist is an error, not an empty store created in passing; a
-    tracking server must answer within seconds.
-    """
-    from lamina.tracking.runs import check_tracking_server
-
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///")).resolve()
-        if not database.is_file():
-            raise TrackingError(
-                f"no MLflow store at {database}: run `make run` (or `dvc repro`) to train and "
-                "register the models, or point MLFLOW_TRACKING_URI at the store that has them"
-            )
-        return f"sqlite:///{database}"
-    check_tracking_server(uri)
-    return uri
+    kind = model_kind(f"models:/{name}/{number}")
+    check_model_files(client, name, number)  # before Ray; each actor checks what it loads
+    return RegisteredModel(asked, name, number, kind), tracking
 
 
 def model_kind(uri: str) -> str:
@@ -262,12 +259,14 @@ class BatchPredictor:
     def __init__(
         self, model_uri: str, tracking_uri: str, id_columns: tuple[str, ...], input_column: str
     ) -> None:
-        import mlflow.pyfunc
+        import mlflow
+
+        from lamina.serving.packaging import load_registered_model
 
         _quiet_mlflow()
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        self.model = mlflow.pyfunc.load_model(model_uri)
+        self.model = load_registered_model(model_uri)  # its files checked against the registry
         self.id_columns = list(id_columns)
         self.input_column = input_column
 

@@ -7,6 +7,11 @@ are deprecated in MLflow, so aliases carry this (`models:/<name>@champion`).
 Every version carries its lineage as tags (training run, git commit, the DVC hashes of the raw
 data and of `dvc.lock`, its headline test metrics, the promotion decision) and a short model
 card as its description, so a champion leads back to the exact data and code.
+
+Every version logged by Lamina also carries the SHA-256 of each of its files (`MODEL_FILES_TAG`),
+recorded when it is registered: `lamina predict` and `lamina generate` check the files they
+download against it before loading any, so the registry (the tracking database) is what a model
+is trusted by, not whoever can write to the artifact store.
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ from lamina.config.schema import (
     SeriesDataConfig,
 )
 from lamina.errors import TrackingError
+from lamina.redaction import redacted
 from lamina.tracking.runs import (
-    check_tracking_server,
     dvc_data_hash,
+    existing_store,
     git_commit,
-    mask_uri,
     tracking_uri,
 )
 
@@ -40,6 +45,9 @@ logger = logging.getLogger("lamina.serving.registry")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PRIMARY_METRIC_TAG = "lamina.primary_metric"
+# {relative path: SHA-256} of every file of a version, as JSON: about 10 kB for a pyfunc model
+# with the Lamina code it carries, within MLflow's 100,000 characters for a version's tag.
+MODEL_FILES_TAG = "lamina.model_files_sha256"
 # MLflow's SQL schema stores a version's description as VARCHAR(5000); PostgreSQL enforces it.
 MAX_DESCRIPTION_CHARS = 5000
 # The training knobs a model card lists beside every `model.*` and `preprocess.*` setting.
@@ -284,18 +292,12 @@ def _data_facts(data: DataConfig) -> list[str]:
 
 
 def registry_client(root: Path):
-    """An `MlflowClient` on the store `tracking_uri(root)` names; fails in seconds, in one line,
-    when a tracking server does not answer or the local SQLite store does not exist yet."""
+    """An `MlflowClient` on the store `tracking_uri(root)` names, to read: fails in seconds, in
+    one line, when a tracking server does not answer or the SQLite store is not one (see
+    `existing_store`)."""
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(root)
-    check_tracking_server(uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise TrackingError(
-            f"{uri}: no MLflow store there yet; run `dvc repro` to train and register the "
-            "models, or point MLFLOW_TRACKING_URI at the store that holds them"
-        )
-    return MlflowClient(uri)
+    return MlflowClient(existing_store(tracking_uri(root)))
 
 
 def find_model_version(client, spec: str):
@@ -304,7 +306,7 @@ def find_model_version(client, spec: str):
     from mlflow.exceptions import MlflowException
 
     name, alias, version = _parse_model_spec(model_uri(spec))
-    where = f"{model_uri(spec)} (in {mask_uri(client.tracking_uri)})"
+    where = f"{model_uri(spec)} (in {redacted(client.tracking_uri)})"
     hint = "`lamina models` lists the registered models, versions and aliases"
     try:
         registered = client.get_registered_model(name)
@@ -329,7 +331,7 @@ def list_model_versions(client, name: str | None = None) -> list[dict[str, str]]
 
     Models by name, each model's newest version first.
     """
-    filter_string = f"name = '{name}'" if name else None
+    filter_string = _name_is(name) if name else None
     models, token = [], None
     while True:
         page = client.search_registered_models(filter_string=filter_string, page_token=token)
@@ -342,7 +344,7 @@ def list_model_versions(client, name: str | None = None) -> list[dict[str, str]]
         aliases: dict[str, list[str]] = {}
         for alias, version in model.aliases.items():
             aliases.setdefault(str(version), []).append(alias)
-        versions = client.search_model_versions(f"name = '{model.name}'")
+        versions = client.search_model_versions(_name_is(model.name))
         for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
             created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC)
             rows.append(
@@ -357,6 +359,17 @@ def list_model_versions(client, name: str | None = None) -> list[dict[str, str]]
     return rows
 
 
+def _name_is(name: str) -> str:
+    """MLflow's search filter for one model name. Its strings have no escapes: the name is
+    quoted with the quote it does not hold."""
+    quote = '"' if "'" in name else "'"
+    if quote in name:
+        raise TrackingError(
+            f"model name {name}: MLflow cannot search for a name with both ' and \""
+        )
+    return f"name = {quote}{name}{quote}"
+
+
 def _primary_metric(tags: dict[str, str]) -> str:
     # Versions registered before the `lamina.primary_metric` tag carried one `test/` tag only.
     key = tags.get(PRIMARY_METRIC_TAG) or next(
@@ -368,3 +381,89 @@ def _primary_metric(tags: dict[str, str]) -> str:
         return f"{key}={float(tags[key]):.4f}"
     except ValueError:
         return f"{key}={tags[key]}"
+
+
+# --- the files of a version, as registered ---------------------------------------------------
+
+
+def model_file_digests(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under `folder`, by its path relative to it."""
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digests[path.relative_to(folder).as_posix()] = _sha256(path)
+    return digests
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_model_version(client, name: str, version: str, destination: Path) -> Path:
+    """The version's files, downloaded from the artifact store under `destination`; the model's
+    folder (the one holding `MLmodel`)."""
+    import os
+    from unittest import mock
+
+    from mlflow.artifacts import download_artifacts
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    source = client.get_model_version_download_uri(name, version)
+    # No progress bars: a refused model must be one line on stderr.
+    with mock.patch.dict(os.environ, {MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false"}):
+        local = download_artifacts(
+            artifact_uri=source, dst_path=str(destination), tracking_uri=client.tracking_uri
+        )
+    return Path(local)
+
+
+def record_model_files(client, name: str, version: str) -> None:
+    """Tag the just-registered version with the SHA-256 of each of its files, as stored."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lamina-register-") as scratch:
+        folder = download_model_version(client, name, version, Path(scratch))
+        digests = model_file_digests(folder)
+    client.set_model_version_tag(name, version, MODEL_FILES_TAG, json.dumps(digests))
+
+
+def check_model_files(client, name: str, version: str) -> None:
+    """`download_checked_model` into a scratch folder: a version whose files changed is refused
+    before any work starts."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lamina-check-") as scratch:
+        download_checked_model(client, name, version, Path(scratch))
+
+
+def download_checked_model(client, name: str, version: str, destination: Path) -> Path:
+    """The version's files downloaded under `destination`, each checked against the SHA-256
+    the registry recorded; a file added, missing or changed since is a `TrackingError` naming
+    it, raised before anything is loaded."""
+    uri = f"models:/{name}/{version}"
+    recorded = client.get_model_version(name, version).tags.get(MODEL_FILES_TAG)
+    if recorded is None:
+        raise TrackingError(
+            f"{uri}: the registry holds no SHA-256 of its files (tag {MODEL_FILES_TAG}), so "
+            "they cannot be checked before loading; register it again with `dvc repro`"
+        )
+    folder = download_model_version(client, name, version, destination)
+    expected, found = json.loads(recorded), model_file_digests(folder)
+    for path in sorted(expected.keys() | found.keys()):
+        if expected.get(path) != found.get(path):
+            raise TrackingError(
+                f"{uri}: its file {path} {_change(path, expected, found)} in the artifact store "
+                f"since it was registered (SHA-256 in tag {MODEL_FILES_TAG}); refusing to load "
+                "it: restore the file or register the model again"
+            )
+    return folder
+
+
+def _change(path: str, expected: dict[str, str], found: dict[str, str]) -> str:
+    if path not in found:
+        return "is missing"
+    return "was added" if path not in expected else "was changed"

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -21,31 +23,77 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import yaml
 
 from lamina.errors import TrackingError
+from lamina.redaction import redacted
 
 DEFAULT_DB_FILE = "mlflow.db"
 DEFAULT_ARTIFACTS_DIR = "mlartifacts"
 
 
 def tracking_uri(root: Path) -> str:
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / DEFAULT_DB_FILE).resolve()}"
-    )
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{(root / DEFAULT_DB_FILE).resolve()}"
+    _check_server_url(uri)
+    return uri
 
 
-def mask_uri(uri: str) -> str:
-    """The URI with any password replaced by `***`, safe to print or log; any other string
-    comes back as it is."""
+def _check_server_url(uri: str) -> None:
+    """Refuse an HTTP tracking URI that parses other than the user meant: a `#` left unencoded
+    in the password ends the host there, and MLflow's URL parsing fails with a traceback."""
+    if not uri.startswith(("http://", "https://")):
+        return
     try:
         parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:  # not a URI at all (e.g. an unbalanced "[")
+        readable = not parts.fragment and parts.port != 0
+    except ValueError:  # what follows the host's `:` is not a port
+        readable = False
+    if not readable:
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={redacted(uri)} is not a server URL MLflow can read; give "
+            "http://HOST:PORT, with any `#`, `@`, `%` or `/` in the user name or password "
+            "percent-encoded (%23, %40, %25, %2F)"
+        )
+
+
+def existing_store(uri: str) -> str:
+    """The URI of a store to read (a SQLite path made absolute), for the commands that only
+    read one: MLflow would create its tables in any SQLite file, existing or not, and answer a
+    corrupt one with a traceback. A tracking server must answer within seconds."""
+    if not uri.startswith("sqlite:///"):
+        check_tracking_server(uri)
         return uri
-    if password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    if not database.is_file():
+        raise TrackingError(
+            f"no MLflow store at {database}: run `make run` (or `dvc repro`) to train and "
+            "register the models, or point MLFLOW_TRACKING_URI at the store that has them"
+        )
+    _check_mlflow_database(database)
+    return f"sqlite:///{database}"
+
+
+# Tables every MLflow SQLite store has, whatever its schema version.
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs", "registered_models"}
+
+
+def _check_mlflow_database(database: Path) -> None:
+    try:
+        # Read-only: a check must not create, lock for writing or migrate anything.
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+            integrity = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        integrity, tables = str(exc), set()
+    if integrity != "ok":
+        raise TrackingError(
+            f"{database}: not a readable SQLite database ({integrity}); restore it from a "
+            "backup, or point MLFLOW_TRACKING_URI at a store that is"
+        )
+    if not tables >= MLFLOW_TABLES:
+        raise TrackingError(
+            f"{database}: a SQLite database but not an MLflow store (no MLflow tables), left "
+            "as it is; point MLFLOW_TRACKING_URI at an MLflow store"
+        )
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
@@ -69,7 +117,7 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         problem = str(getattr(exc, "reason", exc))
     raise TrackingError(
-        f"MLflow tracking server {mask_uri(uri)} is not reachable ({problem}); start it or "
+        f"MLflow tracking server {redacted(uri)} is not reachable ({problem}); start it or "
         "point MLFLOW_TRACKING_URI at a running server (unset it to use the local SQLite store)"
     )
 

@@ -15,13 +15,13 @@ import pandas as pd
 from lamina.config.compose import flatten_config
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ExperimentConfig
+from lamina.redaction import redacted
 from lamina.tracking.runs import (
     RunInfo,
     check_tracking_server,
     dvc_data_hash,
     get_or_create_experiment,
     git_commit,
-    mask_uri,
     tracking_uri,
 )
 
@@ -105,7 +105,7 @@ def log_params(client, run_id: str, params: dict[str, str]) -> None:
     `cluster.storage_path`) masked: the UI shows params to everyone who can read the run."""
     from mlflow.entities import Param
 
-    batch = [Param(key, mask_uri(value)) for key, value in params.items()]
+    batch = [Param(key, redacted(value)) for key, value in params.items()]
     for start in range(0, len(batch), 100):  # log_batch takes at most 100 params a call
         client.log_batch(run_id, params=batch[start : start + 100])
 

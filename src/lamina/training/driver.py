@@ -7,6 +7,7 @@ prescribe, instead of wrapping a trainer in `Tuner`.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from lamina.cluster.ray_runtime import init_ray
+from lamina.cluster.ray_runtime import check_resources, init_ray
 from lamina.config.compose import dump_config
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ClusterConfig, ExperimentConfig
 from lamina.data.parquet_files import read_parquet
 from lamina.errors import DataError
+from lamina.redaction import redacted
 from lamina.tracking.runs import RunInfo, check_tracking_server, tracking_uri
 from lamina.tracking.training_runs import (
     TrackedRun,
@@ -205,6 +207,7 @@ def run_training(
     # Both services before a run is opened: a server or cluster that is down leaves no run.
     check_tracking_server(uri)
     init_ray(config.cluster, state_api=True)  # see init_ray: Ray Train's cleaner asks it
+    check_worker_resources(config)
     run_id, experiment_id = _reattach_run(fit, uri)
     if run_id is None:
         discard_unmarked_checkpoints(fit, storage)
@@ -220,8 +223,9 @@ def run_training(
             run_name=fit.run_name,
             storage_path=storage,
         )
-        result = trainer.fit()
+        result = fit_interruptibly(trainer)
     except KeyboardInterrupt:
+        # The marker stays with the checkpoints: the next run of the stage resumes this run.
         client.set_terminated(run_id, status="KILLED")
         logger.warning(
             "interrupted: checkpoints kept; the next `dvc repro` resumes MLflow run %s", run_id
@@ -244,7 +248,8 @@ def run_training(
         best_value=float(best_epoch_row[stopping.monitor]),
         monitor=stopping.monitor,
     )
-    client.log_text(run_id, dump_config(config), "config.yaml")
+    # Passwords masked: everyone who can read the run can read its artifacts.
+    client.log_text(run_id, redacted(dump_config(config)), "config.yaml")
     # The MLflow step of the best epoch (steps count from 0; progress lines from 1).
     client.set_tag(run_id, "lamina.best_epoch", str(run.best_epoch))
     client.set_terminated(run_id, status="FINISHED")
@@ -255,6 +260,52 @@ def run_training(
     result.filesystem.delete_dir(result.path)
     fit.forget()
     return TrainingOutcome(run, history, state["model"])
+
+
+def check_worker_resources(config: ExperimentConfig) -> None:
+    """The training workers' CPUs (and GPUs) fit in the Ray cluster (`check_resources`)."""
+    cluster = config.cluster
+    where = f"in conf/experiment/{config.name}.yaml"
+    check_resources(
+        "CPU",
+        cluster.num_workers * cluster.cpus_per_worker,
+        f"cluster.num_workers={cluster.num_workers} x "
+        f"cluster.cpus_per_worker={cluster.cpus_per_worker:g}",
+        f"lower them {where}",
+    )
+    if cluster.use_gpu:
+        check_resources(
+            "GPU",
+            cluster.num_workers,
+            f"cluster.num_workers={cluster.num_workers} with cluster.use_gpu (a GPU each)",
+            f"lower cluster.num_workers or set cluster.use_gpu: false {where}",
+        )
+
+
+def fit_interruptibly(trainer):
+    """`trainer.fit()`, which Ctrl-C interrupts at once with `KeyboardInterrupt`.
+
+    Called from the main thread, Ray Train's `fit` replaces Python's Ctrl-C handler with its
+    own, which waits for the controller to abort the workers and then exits the process,
+    with status 0 or 1 and without the stage's clean-up. From another thread it leaves Ctrl-C
+    alone (as inside Tune): the main thread then gets `KeyboardInterrupt` while it waits,
+    and the controller and its workers end with this process, the owner of the controller.
+    """
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # noqa: BLE001 (raised again in the main thread)
+            outcome["error"] = error
+
+    # A daemon: an interrupted fit must not keep the process from exiting.
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _reattach_run(fit: ResumableFit, uri: str) -> tuple[str | None, str | None]:

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from lamina.cluster.ray_runtime import check_resources, init_ray
 from lamina.config.compose import dump_config
 from lamina.config.paths import ExperimentPaths
 from lamina.config.schema import ExperimentConfig, TuneConfig
@@ -33,6 +34,9 @@ from lamina.tuning.trial import TrialSetup, find_trial_run, run_trial
 logger = logging.getLogger("lamina.tune")
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+# A trial's own process only waits on its TorchTrainer; the workers hold the CPUs. (Tune
+# refuses a request of zero, hence a token share.)
+TRIAL_PROCESS_CPUS = 0.01
 
 
 @dataclass(frozen=True)
@@ -55,19 +59,15 @@ def run_search(
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from lamina.cluster.ray_runtime import init_ray
-    from lamina.tracking.runs import tracking_uri
+    from lamina.tracking.runs import check_tracking_server, tracking_uri
     from lamina.training.driver import checkpoint_storage, load_training_data
 
     settings = config.tune
     monitor, mode = config.train.early_stopping.monitor, config.train.early_stopping.mode
     root = paths.root.resolve()
     uri = tracking_uri(root)
-    state = search_state_dir(config, paths)
-    _forget_other_searches(state)
-    parent_run_id = _parent_run(config, root, state)
-    client = MlflowClient(uri)
-
+    # Both services, and room for the trials, before a run is opened or an old search removed.
+    check_tracking_server(uri)
     # Tune saves the search's state at most every 10 s by default; trials here are short and
     # the state small, so save often: a killed search then loses at most seconds of it.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -75,6 +75,11 @@ def run_search(
     # interrupt the stage instead (no outputs, exit 130), the saved state resumes it later.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     init_ray(config.cluster, state_api=True)  # see init_ray: stopped trials must free CPUs
+    check_trial_resources(config)
+    state = search_state_dir(config, paths)
+    _forget_other_searches(state)
+    parent_run_id = _parent_run(config, root, state)
+    client = MlflowClient(uri)
     setup = TrialSetup(
         base_config=config,
         root=root,
@@ -83,11 +88,9 @@ def run_search(
         vocabulary=vocabulary,
         train_storage=checkpoint_storage(config.cluster, state / "trials"),
     )
-    # The trial's own process only waits on its TorchTrainer; the workers hold the CPUs. (Tune
-    # refuses a request of zero, hence a token share.)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, setup=setup, data=load_training_data(config, paths)),
-        {"CPU": 0.01},
+        {"CPU": TRIAL_PROCESS_CPUS},
     )
     search_dir = state / "search"
     try:
@@ -145,6 +148,34 @@ def run_search(
     )
     _summarise_parent_run(client, outcome, monitor)
     return outcome
+
+
+def check_trial_resources(config: ExperimentConfig) -> None:
+    """The concurrent trials' workers fit in the Ray cluster (`check_resources`). Tune starts
+    up to `max_concurrent_trials` trials on the trial processes' token CPUs alone; every trial
+    then waits for its workers, so trials that do not all fit wait on each other for good."""
+    settings = config.tune
+    concurrent = min(settings.max_concurrent_trials, settings.num_trials)
+    workers = concurrent * settings.workers_per_trial
+    asked_by = (
+        f"tune.max_concurrent_trials={concurrent} x tune.workers_per_trial="
+        f"{settings.workers_per_trial}"
+    )
+    where = f"in conf/experiment/{config.name}.yaml"
+    check_resources(
+        "CPU",
+        workers * settings.cpus_per_worker + concurrent * TRIAL_PROCESS_CPUS,
+        f"{asked_by} x tune.cpus_per_worker={settings.cpus_per_worker:g} (+ {TRIAL_PROCESS_CPUS:g}"
+        " per trial)",
+        f"lower them {where}",
+    )
+    if config.cluster.use_gpu:
+        check_resources(
+            "GPU",
+            workers,
+            f"{asked_by} with cluster.use_gpu (a GPU each)",
+            f"lower them or set cluster.use_gpu: false {where}",
+        )
 
 
 def trials_table(results, settings: TuneConfig, monitor: str, mode: str) -> pd.DataFrame:
