@@ -255,6 +255,24 @@ def test_every_version_carries_its_lineage_and_a_model_card(registry_root):
     assert "images from `data/mnist`" in card and "`model.kind=cnn`" in card
 
 
+def test_model_files_still_match_after_mlflow_loads_the_version_from_a_local_store(
+    registry_root,
+):
+    # MLflow's client writes `registered_model_meta` into the model it loads through the
+    # registry: with a local store, into the stored version itself. Not a tampered file.
+    from mlflow.artifacts import download_artifacts
+    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
+    from lamina.serving.registry import check_model_files, record_model_files
+
+    root, _ = registry_root
+    client = _client(root)
+    record_model_files(client, TINY, "1")
+    folder = Path(download_artifacts(f"models:/{TINY}/1", tracking_uri=client.tracking_uri))
+    assert (folder / REGISTERED_MODEL_META_FILE_NAME).is_file()
+    check_model_files(client, TINY, "1")
+
+
 def test_lamina_models_lists_versions_newest_first_with_aliases(registry_root, capsys):
     root, _ = registry_root
     main(["--root", str(root), "models"])

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from tests.conftest import run
 from tests.pipeline.conftest import EXPERIMENTS
@@ -114,7 +115,7 @@ def test_predict_refuses_a_version_with_a_planted_file_before_loading_it(
     marker = tmp_path / "pwned"
     plant_pickle(files, marker)
     (tmp_path / "digits").mkdir()
-    shutil.copy(next((clone / "data").rglob("*.png")), tmp_path / "digits" / "one.png")
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "digits" / "one.png")
     output = tmp_path / "predictions.csv"
     with _copied_store(tracking, tmp_path / "store") as uri:
         champion = _client(uri).get_model_version_by_alias(name, "champion").version
@@ -138,7 +139,8 @@ def test_generate_checks_the_generator_it_loads(clone, first_repro, tracking, tm
     with _copied_store(tracking, tmp_path / "store") as uri:
         champion = _client(uri).get_model_version_by_alias(name, "champion").version
         versions = {
-            files.name: _register_copy(uri, name, files, champion) for files in (genuine, changed)
+            copy: _register_copy(uri, name, files, champion)
+            for copy, files in (("genuine", genuine), ("changed", changed))
         }
         results = {
             copy: run(

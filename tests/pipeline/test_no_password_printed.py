@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -30,6 +31,15 @@ def _secrets() -> list[str]:
 
 def _leaks(text: str) -> list[str]:
     return [secret for secret in _secrets() if secret in text]
+
+
+def _files(folder: Path) -> dict[Path, int]:
+    """Every plain file under `folder`, with the time it was last written."""
+    return {
+        path: path.stat().st_mtime_ns
+        for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink()
+    }
 
 
 def test_no_password_in_output_files_params_or_tags(
@@ -54,6 +64,7 @@ def test_no_password_in_output_files_params_or_tags(
         ["lamina", "predict", "--model", EXPERIMENT]
         + ["--input", "data/co2/co2.csv", "--output", str(tmp_path / "forecast.csv")],
     ]
+    before = _files(workspace)
     said = []
     for command in commands:
         result = run(command, workspace, MLFLOW_TRACKING_URI=uri)
@@ -64,11 +75,11 @@ def test_no_password_in_output_files_params_or_tags(
     assert "MLflow store: http://lamina:***@" in output  # `lamina report`
     assert _leaks(output) == []
 
-    written = [
-        path
-        for path in [*workspace.rglob("*"), tmp_path / "forecast.csv"]
-        if path.is_file() and not path.is_symlink()
-    ]
+    # What the commands wrote or rewrote (this test's own source, in the copy, holds it).
+    after = _files(workspace)
+    written = [path for path, stamp in after.items() if before.get(path) != stamp]
+    written.append(tmp_path / "forecast.csv")
+    assert len(written) > 3, written
     leaking = [path for path in written if _leaks(path.read_bytes().decode(errors="replace"))]
     assert leaking == []
 

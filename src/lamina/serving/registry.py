@@ -387,11 +387,16 @@ def _primary_metric(tags: dict[str, str]) -> str:
 
 
 def model_file_digests(folder: Path) -> dict[str, str]:
-    """The SHA-256 of every file under `folder`, by its path relative to it."""
+    """The SHA-256 of every file under `folder`, by its path relative to it, but the one the
+    MLflow client writes itself into a model it downloads through the registry (its name and
+    version, rewritten on every download): it is not in the artifact store."""
+    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
     digests = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digests[path.relative_to(folder).as_posix()] = _sha256(path)
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and relative != REGISTERED_MODEL_META_FILE_NAME:
+            digests[relative] = _sha256(path)
     return digests
 
 
